@@ -1,0 +1,199 @@
+"""The release spec: one YAML file per model, validated once, at the edge.
+
+Every model has ``extra="forbid"`` so an unknown key is an error naming the key. Secrets are never
+part of the spec: the spec names the environment variable (or Prefect block) that holds them.
+Relative paths are resolved against the spec file's directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+
+from slipway.errors import ConfigError
+
+_NAME = r"^[a-z0-9][a-z0-9-]{0,62}$"
+_ENV_VAR = r"^[A-Z_][A-Z0-9_]*$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSource(_Strict):
+    name: str = Field(pattern=_NAME, description="Model name: lower-case letters, digits and '-'.")
+    version: str = Field(
+        default="",
+        description="Model version. Empty: taken from the MLflow registry, else the artifact's sha256 prefix.",
+    )
+    source: str = Field(
+        description="A joblib/pickle file, an MLflow model directory, or an MLflow URI "
+        "(models:/name/version, models:/name@alias, runs:/...). Relative paths are from the spec's folder."
+    )
+    samples: str = Field(
+        default="",
+        description="JSON file with example rows: {\"inputs\": [...], \"expected\": [...]} ('expected' optional). "
+        "Golden samples are computed from it at packaging time. Optional for MLflow models with an input example.",
+    )
+
+
+class ImageSettings(_Strict):
+    repository: str = Field(
+        default="127.0.0.1:5000/slipway",
+        description="Registry and repository prefix; the image is <repository>/<model name>, pinned by digest.",
+    )
+    base: str = Field(
+        default="slipway/python-base:bookworm",
+        description="Base image with Python 3.11; a public slim Python image in a real setup.",
+    )
+    registry_credentials: str = Field(
+        default="",
+        description="Name of a Prefect Secret block or environment-variable prefix holding registry credentials; "
+        "empty for a registry without auth.",
+    )
+
+
+class _TargetBase(_Strict):
+    """Settings every target kind has."""
+
+    ready_timeout_s: float = Field(default=30.0, gt=0, description="How long to wait for a release's /ready.")
+
+
+class LocalTarget(_TargetBase):
+    """The embedded default: the model server as a detached process on this machine."""
+
+    kind: Literal["local"] = "local"
+    port: int = Field(ge=1024, le=65535, description="Port on 127.0.0.1 the stage serves on.")
+    workers: int = Field(default=1, ge=1, le=16, description="Server worker processes.")
+
+
+TARGET_CONFIGS: tuple[type[_Strict], ...] = (LocalTarget,)
+TargetConfig = Annotated[LocalTarget, Field(discriminator="kind")]
+"""Every target kind: a new kind is added to this union, to ``TARGET_CONFIGS`` and as a case in
+``targets.make_target`` (whose exhaustive ``match`` makes a missing case a type error)."""
+
+
+class LoadProfile(_Strict):
+    users: int = Field(default=16, ge=1, description="Concurrent Locust users.")
+    spawn_rate: float = Field(default=16.0, gt=0, description="Users started per second.")
+    duration_s: float = Field(default=10.0, gt=0, le=3600, description="Length of the load phase.")
+    processes: int = Field(default=1, ge=1, le=16, description="Locust processes (--processes).")
+    batch_size: int = Field(default=1, ge=1, le=10_000, description="Rows per request.")
+
+
+class Slo(_Strict):
+    p95_ms: float = Field(default=100.0, gt=0, description="Maximum 95th percentile latency.")
+    p99_ms: float = Field(default=250.0, gt=0, description="Maximum 99th percentile latency.")
+    max_error_rate: float = Field(default=0.0, ge=0, le=1, description="Maximum failed/total requests.")
+    min_rps: float = Field(default=0.0, ge=0, description="Minimum requests per second sustained.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Slo:
+        if self.p99_ms < self.p95_ms:
+            raise ValueError(f"p99_ms ({self.p99_ms}) is below p95_ms ({self.p95_ms}): set p99_ms >= p95_ms")
+        return self
+
+
+class GateSettings(_Strict):
+    smoke: bool = Field(default=True, description="Check every golden sample against staging first.")
+    load: LoadProfile = Field(default_factory=LoadProfile)
+    slo: Slo = Field(default_factory=Slo)
+
+
+class AuthSettings(_Strict):
+    mode: Literal["api_key", "none"] = Field(
+        default="api_key", description="'api_key' (default) or 'none' to serve without authentication."
+    )
+    api_key_env: str = Field(
+        default="SLIPWAY_API_KEY",
+        pattern=_ENV_VAR,
+        description="Environment variable that holds the endpoint's API key at deploy time.",
+    )
+
+
+class ReleaseSpec(_Strict):
+    model: ModelSource
+    image: ImageSettings = Field(default_factory=ImageSettings)
+    staging: TargetConfig
+    production: TargetConfig
+    gate: GateSettings = Field(default_factory=GateSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+
+    # Where the spec was read from (relative paths resolve against it) and the hash of its text.
+    _base_dir: Path = PrivateAttr(default=Path("."))
+    _spec_hash: str = PrivateAttr(default="")
+
+    @property
+    def base_dir(self) -> Path:
+        return self._base_dir
+
+    @property
+    def spec_hash(self) -> str:
+        return self._spec_hash
+
+    @model_validator(mode="after")
+    def _distinct_stages(self) -> ReleaseSpec:
+        s, p = self.staging, self.production
+        if isinstance(s, LocalTarget) and isinstance(p, LocalTarget) and s.port == p.port:
+            raise ValueError(
+                f"staging and production both use port {s.port}: give each stage its own port"
+            )
+        return self
+
+    def resolve(self, path: str) -> Path:
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else (self.base_dir / p).resolve()
+
+    def target_for(self, stage: str) -> TargetConfig:
+        return self.staging if stage == "staging" else self.production
+
+
+def _format_errors(path: Path, exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"] if not re.fullmatch(r"local|function-after\[.*\]", str(p)))
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling; see docs/architecture.md for the spec's keys)"
+        elif err["type"] == "union_tag_invalid":
+            msg = f"unknown target kind {err['input'].get('kind')!r}; known kinds: {_known_kinds()}"
+        lines.append(f"  {loc or '(top level)'}: {msg}")
+    return f"invalid release spec {path}:\n" + "\n".join(lines)
+
+
+def _known_kinds() -> str:
+    return ", ".join(sorted(str(cls.model_fields["kind"].default) for cls in TARGET_CONFIGS))
+
+
+def load_spec(path: str | Path) -> ReleaseSpec:
+    """Read and validate a release spec; raises ``ConfigError`` naming each problem and its key."""
+    path = Path(path).expanduser().resolve()
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(
+            f"release spec {path} does not exist", hint="pass the path of a slipway.yaml (see examples/iris)"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read release spec {path}: {exc.strerror}") from exc
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"release spec {path} is not valid YAML: {exc}", hint="fix the YAML syntax") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"release spec {path} must be a YAML mapping with model, staging and production keys",
+            hint="see examples/iris/slipway.yaml",
+        )
+    try:
+        spec = ReleaseSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(path, exc), hint="fix the keys listed above") from None
+    spec._base_dir = path.parent
+    spec._spec_hash = hashlib.sha256(text.encode()).hexdigest()
+    return spec
