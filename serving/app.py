@@ -1,0 +1,253 @@
+"""The raw ASGI app: /predict, /health, /ready, /metadata, /metrics.
+
+No framework: ``POST /predict`` is one header scan (auth + content-length), one ``receive``, orjson
+parse, ``LoadedModel.to_matrix``, ``model.predict`` called inline on the event loop (a 1-row
+predict is far cheaper than a threadpool hop), orjson dump and two ``send`` calls. Every problem
+with a request is a 4xx with ``{"error": "..."}``; a model that raises on valid input is a 500.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import orjson
+
+from serving import SERVER_NAME, __version__
+from serving.metrics import Metrics
+from serving.model import InputError, LoadedModel, framework_report, runtime_versions
+
+Scope = Mapping[str, Any]
+Message = Mapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+Headers = list[tuple[bytes, bytes]]
+Response = tuple[int, bytes, Headers]
+
+_log = logging.getLogger("slipway.serving")
+_perf_counter = time.perf_counter
+_OPT_NUMPY = orjson.OPT_SERIALIZE_NUMPY
+_CONTENT_JSON = (b"content-type", b"application/json")
+_CONTENT_TEXT = (b"content-type", b"text/plain; version=0.0.4; charset=utf-8")
+_CHALLENGE = (b"www-authenticate", b'Bearer realm="slipway"')
+_OPEN_PATHS = frozenset({"/health", "/ready"})
+_OTHER_PATH = "other"  # the metrics label for unknown paths, so clients cannot blow up label cardinality
+
+
+def _error(message: str) -> bytes:
+    return orjson.dumps({"error": message})
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "tolist"):  # numpy arrays of unsupported dtypes, numpy scalars
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+class SlipwayApp:
+    """ASGI 3 app serving one loaded, verified model."""
+
+    def __init__(self, model: LoadedModel, api_key: str | None, max_body_bytes: int) -> None:
+        manifest = model.manifest
+        self.model = model
+        self.max_body_bytes = max_body_bytes
+        self.ready = True  # the model is loaded and self-checked; the launcher clears it when draining
+        self._key = api_key.encode() if api_key is not None else None
+        self.auth = self._key is not None
+        self._to_matrix = model.to_matrix
+        self._predict = model.model.predict
+        self.metrics = Metrics({"name": manifest.name, "version": manifest.version, "sha256": manifest.sha256})
+        self._expected = f"{model.expected}; send it as JSON with POST /predict"
+        self._last_error_log = 0.0
+        self._routes: dict[str, tuple[tuple[str, ...], Callable[[], Response]]] = {
+            "/health": (("GET", "HEAD"), self._health),
+            "/ready": (("GET", "HEAD"), self._ready),
+            "/metadata": (("GET", "HEAD"), self._metadata),
+            "/metrics": (("GET", "HEAD"), self._metrics),
+        }
+        self._metadata_base: dict[str, Any] = {
+            "name": manifest.name,
+            "version": manifest.version,
+            "sha256": manifest.sha256,
+            "artifact_file": manifest.artifact_file,
+            "artifact_format": manifest.artifact_format,
+            "source": manifest.source,
+            "created_at": manifest.created_at,
+            "schema": {
+                "n_features": manifest.schema.n_features,
+                "feature_names": manifest.schema.feature_names,
+                "task": manifest.schema.task,
+            },
+            "framework": framework_report(manifest),
+            "runtime": runtime_versions(),
+            "server": {"name": SERVER_NAME, "version": __version__},
+            "auth": self._key is not None,
+            "max_body_bytes": max_body_bytes,
+        }
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            if scope["type"] == "lifespan":
+                await _lifespan(receive, send)
+            return
+        start = _perf_counter()
+        path = scope["path"]
+        try:
+            if path == "/predict":
+                if not self._authorized(scope):
+                    response = self._unauthorized()
+                elif scope["method"] != "POST":
+                    response = (
+                        405,
+                        _error(f"{scope['method']} is not allowed on /predict; use POST. {self._expected}"),
+                        [_CONTENT_JSON, (b"allow", b"POST")],
+                    )
+                else:
+                    response = await self._handle_predict(scope, receive)
+            else:
+                response = self._dispatch(scope, path)
+                if path not in self._routes:
+                    path = _OTHER_PATH
+        except Exception as exc:  # a bug must cost one request, never the process or a bare 500
+            _log.exception("internal error on %s", path)
+            response = (500, _error(f"internal server error: {type(exc).__name__}"), [_CONTENT_JSON])
+        status, body, headers = response
+        headers.append((b"content-length", b"%d" % len(body)))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+        self.metrics.observe(path, status, _perf_counter() - start)
+
+    def _authorized(self, scope: Scope) -> bool:
+        key = self._key
+        if key is None:
+            return True
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                if value[:7].lower() == b"bearer " and hmac.compare_digest(value[7:].strip(), key):
+                    return True
+            elif name == b"x-api-key" and hmac.compare_digest(value.strip(), key):
+                return True
+        return False
+
+    def _unauthorized(self) -> Response:
+        return (
+            401,
+            _error(
+                "missing or wrong API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>' "
+                "with the key the server was started with (SLIPWAY_API_KEY)"
+            ),
+            [_CONTENT_JSON, _CHALLENGE],
+        )
+
+    async def _handle_predict(self, scope: Scope, receive: Receive) -> Response:
+        limit = self.max_body_bytes
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                if int(value) > limit:
+                    return self._too_large()
+                break
+        message = await receive()
+        body: bytes = message.get("body", b"")
+        if message.get("more_body", False):
+            parts = [body]
+            size = len(body)
+            while message.get("more_body", False):
+                message = await receive()
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > limit:
+                    return self._too_large()
+                parts.append(chunk)
+            body = b"".join(parts)
+        elif len(body) > limit:
+            return self._too_large()
+        status, out = self.predict_bytes(body)
+        return status, out, [_CONTENT_JSON]
+
+    def _too_large(self) -> Response:
+        message = f"request body is larger than the limit of {self.max_body_bytes} bytes; send smaller batches"
+        return 413, _error(message), [_CONTENT_JSON, (b"connection", b"close")]
+
+    def predict_bytes(self, body: bytes) -> tuple[int, bytes]:
+        """JSON request body → (status, JSON response body). The whole predict path minus HTTP."""
+        try:
+            payload = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            what = "empty" if not body else f"not valid JSON ({exc})"
+            return 400, _error(f"request body is {what}; {self._expected}")
+        if type(payload) is not dict or "inputs" not in payload:
+            what = 'has no "inputs" key' if type(payload) is dict else "is not a JSON object"
+            return 400, _error(f"request body {what}; {self._expected}")
+        try:
+            matrix = self._to_matrix(payload["inputs"])
+        except InputError as exc:
+            return exc.status, _error(str(exc))
+        try:
+            predictions = self._predict(matrix)
+        except Exception as exc:
+            return self._model_failed(exc)
+        self.metrics.predictions += len(matrix)
+        try:
+            return 200, orjson.dumps({"predictions": predictions}, option=_OPT_NUMPY)
+        except TypeError:  # an array dtype orjson cannot serialize (str, object) or a non-array
+            return self._encode_slow(predictions)
+
+    def _encode_slow(self, predictions: Any) -> tuple[int, bytes]:
+        try:
+            values = predictions.tolist() if hasattr(predictions, "tolist") else list(predictions)
+            return 200, orjson.dumps({"predictions": values}, default=_json_default, option=_OPT_NUMPY)
+        except TypeError as exc:
+            return self._model_failed(exc, "returned predictions that cannot be encoded as JSON")
+
+    def _model_failed(self, exc: Exception, what: str = "raised") -> tuple[int, bytes]:
+        self.metrics.prediction_errors += 1
+        now = time.monotonic()
+        if now - self._last_error_log >= 1.0:  # a broken model under load must not flood the log
+            self._last_error_log = now
+            _log.warning("the model %s %s: %s (logged at most once a second)", what, type(exc).__name__, exc)
+        return 500, _error(f"the model {what} {type(exc).__name__}: {exc}")
+
+    def _dispatch(self, scope: Scope, path: str) -> Response:
+        if path not in _OPEN_PATHS and not self._authorized(scope):
+            return self._unauthorized()
+        route = self._routes.get(path)
+        if route is None:
+            known = ", ".join(["POST /predict", *(f"GET {p}" for p in self._routes)])
+            return 404, _error(f"no such path {path!r}; this server answers {known}"), [_CONTENT_JSON]
+        methods, handler = route
+        if scope["method"] not in methods:
+            allow = ", ".join(methods)
+            message = f"{scope['method']} is not allowed on {path}; use {allow}"
+            return 405, _error(message), [_CONTENT_JSON, (b"allow", allow.encode())]
+        return handler()
+
+    def _health(self) -> Response:
+        return 200, b'{"status":"ok"}', [_CONTENT_JSON]
+
+    def _ready(self) -> Response:
+        if self.ready:
+            return 200, b'{"status":"ready"}', [_CONTENT_JSON]
+        body = b'{"status":"draining","error":"this server is shutting down; send traffic elsewhere"}'
+        return 503, body, [_CONTENT_JSON]
+
+    def _metadata(self) -> Response:
+        body = orjson.dumps({**self._metadata_base, "pid": os.getpid(), "ready": self.ready})
+        return 200, body, [_CONTENT_JSON]
+
+    def _metrics(self) -> Response:
+        return 200, self.metrics.render(self.ready), [_CONTENT_TEXT]
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    """Answer a lifespan protocol (when run under a server with lifespan on): nothing to set up."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return

@@ -1,0 +1,167 @@
+"""Run uvicorn on pre-bound sockets: in this process, or in N forked workers under a small supervisor.
+
+Workers are forked after the model is loaded, so they share its memory copy-on-write and start in
+milliseconds. The supervisor restarts a worker that dies (at most 5 per worker a minute), forwards
+SIGTERM/SIGINT to the workers for uvicorn's graceful shutdown, and exits 0 once they are gone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+from types import FrameType
+
+import uvicorn
+
+from serving import SERVER_NAME
+from serving.app import SlipwayApp
+
+_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+_STARTUP_TIMEOUT = 120.0
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, plus: a callback once it accepts, and /ready → 503 while it drains."""
+
+    def __init__(self, config: uvicorn.Config, app: SlipwayApp, on_started: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._app = app
+        self._on_started = on_started
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started and not self.should_exit:
+            self._on_started()
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self._app.ready = False
+        super().handle_exit(sig, frame)
+
+
+def serve(
+    app: SlipwayApp, config: uvicorn.Config, sockets: list[socket.socket], on_started: Callable[[], None]
+) -> None:
+    """Serve until SIGTERM/SIGINT, then shut down gracefully (uvicorn's) and return."""
+    server = _Server(config, app, on_started)
+    # uvicorn installs its handlers only inside serve() and, on the way out, restores these and
+    # re-raises the signal it caught: with these a signal means "shut down" before, during and after.
+    for sig in _SIGNALS:
+        signal.signal(sig, server.handle_exit)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
+    server.run(sockets=sockets)
+
+
+def _say(message: str) -> None:
+    print(f"{SERVER_NAME}: {message}", file=sys.stderr, flush=True)
+
+
+def run_workers(
+    n: int,
+    make_config: Callable[[], uvicorn.Config],
+    app: SlipwayApp,
+    sockets: list[socket.socket],
+    on_ready: Callable[[], None],
+) -> int:
+    """Fork ``n`` workers serving ``sockets``; call ``on_ready`` once all accept; supervise them."""
+    read_fd, write_fd = os.pipe()
+    children: dict[int, int] = {}  # pid -> worker index
+    stopping = False
+
+    def stop(signum: int = signal.SIGTERM, frame: FrameType | None = None) -> None:
+        nonlocal stopping
+        stopping = True
+        app.ready = False
+        for pid in list(children):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    def spawn(index: int) -> None:
+        signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)  # no signal between fork and handlers
+        pid = os.fork()
+        if pid == 0:  # the worker: never returns into the supervisor's code
+            code = 0
+
+            def started() -> None:
+                os.write(write_fd, b"r")
+
+            try:
+                os.close(read_fd)
+                serve(app, make_config(), sockets, on_started=started)
+            except BaseException as exc:
+                _say(f"error: worker {index} (pid {os.getpid()}) failed: {type(exc).__name__}: {exc}")
+                code = 1
+            finally:
+                os._exit(code)
+        children[pid] = index
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
+
+    for sig in _SIGNALS:
+        signal.signal(sig, stop)
+    for index in range(n):
+        spawn(index)
+
+    ready, deadline = 0, time.monotonic() + _STARTUP_TIMEOUT
+    while ready < n and not stopping:
+        if select.select([read_fd], [], [], 0.2)[0]:
+            ready += len(os.read(read_fd, 64))
+        pid, status = os.waitpid(-1, os.WNOHANG)
+        failure = None
+        if pid:
+            children.pop(pid, None)
+            failure = f"worker pid {pid} exited during startup ({os.waitstatus_to_exitcode(status)})"
+        elif time.monotonic() > deadline:
+            failure = f"workers did not start within {_STARTUP_TIMEOUT:.0f} s"
+        if failure:
+            stop()
+            _reap(children)
+            _say(f"error: {failure}; stopping")
+            return 1
+    if not stopping:
+        try:
+            on_ready()
+        except BaseException:
+            stop()
+            _reap(children)
+            raise
+    return _supervise(children, spawn, stop, lambda: stopping, n)
+
+
+def _supervise(
+    children: dict[int, int],
+    spawn: Callable[[int], None],
+    stop: Callable[[], None],
+    stopping: Callable[[], bool],
+    n: int,
+) -> int:
+    exit_code, restarts = 0, list[float]()
+    while children:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        index = children.pop(pid, None)
+        if index is None or stopping():
+            continue
+        now = time.monotonic()
+        restarts = [t for t in restarts if now - t < 60.0] + [now]
+        if len(restarts) > 5 * n:
+            _say("error: workers keep exiting (more than 5 per worker in a minute); stopping")
+            exit_code = 1
+            stop()
+            continue
+        _say(f"worker {index} (pid {pid}) exited ({os.waitstatus_to_exitcode(status)}); starting a new one")
+        spawn(index)
+    return exit_code
+
+
+def _reap(children: dict[int, int]) -> None:
+    for pid in list(children):
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+        children.pop(pid, None)
