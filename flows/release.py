@@ -1,0 +1,107 @@
+"""The release flow: package → build image → push → deploy staging → gate → promote.
+
+Production is only ever switched to the release that passed the gate on staging; a failed gate or
+any error leaves production serving what it served before. Staging is torn down at the end of
+every run, passed or failed. Every attempt is in the ledger with its outcome and gate figures.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from prefect import flow, get_run_logger
+from prefect.runtime import flow_run
+
+from slipway.errors import GateFailed
+from slipway.ledger import Outcome, ReleaseRecord
+from slipway.locking import model_lock
+from slipway.pipeline import Pipeline, open_pipeline
+from targets.base import Deployment, Release
+from tasks.gate import GateReport, gate
+from tasks.image import build_image, push_image
+from tasks.package import ModelPackage, package
+from tasks.promote import promote
+from tasks.stage import deploy_staging, teardown_stage
+
+
+@dataclass(frozen=True)
+class ReleaseResult:
+    release: Release
+    production: Deployment
+    report: GateReport
+
+
+@flow(name="release", log_prints=True)
+def release(spec_path: str, trigger: str = "manual") -> ReleaseResult:
+    """Release the model of the spec at ``spec_path`` to production, through staging and the gate.
+
+    Args:
+        spec_path: Path of the release spec (slipway.yaml) on the machine that runs the flow.
+        trigger: What started this run (manual, schedule, or the id of the event), for the ledger.
+    """
+    p = open_pipeline(spec_path)
+    p.ledger.check_writable()
+    with model_lock(p.settings.path("locks"), p.model, timeout_s=p.settings.lock_timeout_s, purpose="deploy"):
+        pkg = package(p.spec, p.settings.path("packages"))
+        image_id = build_image(p.spec, pkg, [p.staging, p.production])
+        image = push_image(p.spec, image_id)
+        rel = Release(
+            id=_new_release_id(pkg.sha256),
+            model=p.model,
+            version=pkg.manifest.version,
+            package_sha256=pkg.sha256,
+            package_dir=pkg.dir,
+            spec_hash=p.spec.spec_hash,
+            image=image,
+        )
+        p.ledger.start(_record(p, rel, trigger))
+        return _stage_gate_promote(p, rel, pkg)
+
+
+def _stage_gate_promote(p: Pipeline, rel: Release, pkg: ModelPackage) -> ReleaseResult:
+    logger = get_run_logger()
+    run_id = str(flow_run.get_id() or "")
+    report: GateReport | None = None
+    try:
+        staged = deploy_staging(p.staging, rel, p.spec.staging.ready_timeout_s)
+        report = gate(staged, pkg.dir, p.spec.gate, p.api_key, p.settings.path("reports", p.model, rel.id))
+        if not report.passed:
+            raise GateFailed(rel.id, report.violations, report_path=report.html_report)
+        live = promote(p.production, rel, p.spec.production.ready_timeout_s, p.ledger, run_id)
+    except GateFailed as exc:
+        p.ledger.finish(rel.id, Outcome.REJECTED, gate=report.figures() if report else None, error=str(exc))
+        raise
+    except BaseException as exc:
+        p.ledger.finish(
+            rel.id, Outcome.FAILED, gate=report.figures() if report else None, error=f"{type(exc).__name__}: {exc}"
+        )
+        raise
+    finally:
+        try:
+            teardown_stage(p.staging)
+        except Exception as exc:  # reported, not hidden: the run's own error stays the one raised
+            logger.error("staging could not be torn down: %s; run `slipway teardown --stage staging`", exc)
+    p.ledger.finish(rel.id, Outcome.PROMOTED, gate=report.figures())
+    return ReleaseResult(rel, live, report)
+
+
+def _record(p: Pipeline, rel: Release, trigger: str) -> ReleaseRecord:
+    return ReleaseRecord(
+        id=rel.id,
+        model=rel.model,
+        version=rel.version,
+        package_sha256=rel.package_sha256,
+        package_dir=str(rel.package_dir),
+        spec_hash=rel.spec_hash,
+        staging_kind=p.staging.kind,
+        production_kind=p.production.kind,
+        image=str(rel.image or ""),
+        flow_run_id=str(flow_run.get_id() or ""),
+        trigger=trigger,
+    )
+
+
+def _new_release_id(sha256: str) -> str:
+    return f"{datetime.now(UTC):%Y%m%d-%H%M%S}-{sha256[:8]}-{secrets.token_hex(2)}"

@@ -1,0 +1,33 @@
+"""The teardown flow: remove what a stage runs (staging, production, or both)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from prefect import flow
+from prefect.runtime import flow_run
+
+from slipway.ledger import Action, LiveEvent, now
+from slipway.locking import model_lock
+from slipway.pipeline import open_pipeline
+from targets.base import Stage
+from tasks.stage import teardown_stage
+
+
+@flow(name="teardown", log_prints=True)
+def teardown(spec_path: str, stage: Literal["staging", "production", "all"] = "all") -> None:
+    """Stop and remove what the stage runs; production's teardown is recorded in the ledger.
+
+    Args:
+        spec_path: Path of the release spec (slipway.yaml).
+        stage: Which stage to take down.
+    """
+    p = open_pipeline(spec_path, need_key=False)
+    stages = [Stage.STAGING, Stage.PRODUCTION] if stage == "all" else [Stage(stage)]
+    with model_lock(p.settings.path("locks"), p.model, timeout_s=p.settings.lock_timeout_s, purpose="teardown"):
+        for s in stages:
+            teardown_stage(p.target(s))
+            if s is Stage.PRODUCTION:
+                p.ledger.record_event(
+                    LiveEvent(p.model, s.value, None, Action.TEARDOWN, now(), str(flow_run.get_id() or ""))
+                )

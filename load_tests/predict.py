@@ -1,0 +1,85 @@
+"""Locust users of the gate. Run by ``tasks/gate.py`` as ``locust -f load_tests/predict.py USER``.
+
+Never import this module in the flow's process: importing locust monkey-patches the interpreter.
+
+Environment (set by the gate):
+  SLIPWAY_GATE_PACKAGE  the model package directory (its golden samples and schema)
+  SLIPWAY_GATE_BATCH    rows per request in the load phase
+  SLIPWAY_API_KEY       the endpoint's API key (absent when the endpoint has no auth)
+  SLIPWAY_GATE_SMOKE_REPORT  where the smoke phase writes its verdict (JSON)
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from locust import FastHttpUser, constant, events, task
+from locust.env import Environment
+
+from serving.manifest import read_manifest
+
+_MANIFEST = read_manifest(Path(os.environ["SLIPWAY_GATE_PACKAGE"]))
+_BATCH = int(os.environ.get("SLIPWAY_GATE_BATCH", "1"))
+_KEY = os.environ.get("SLIPWAY_API_KEY", "")
+_HEADERS = {"Content-Type": "application/json", **({"Authorization": f"Bearer {_KEY}"} if _KEY else {})}
+
+
+def _same(got: Any, want: Any) -> bool:
+    if _MANIFEST.schema.task == "regression" and isinstance(got, (int, float)) and isinstance(want, float):
+        return math.isclose(got, want, rel_tol=1e-6, abs_tol=1e-9)
+    return bool(got == want)
+
+
+class SmokeUser(FastHttpUser):
+    """Sends every golden sample once, checks each prediction, then ends the run."""
+
+    wait_time = constant(0)
+
+    @task
+    def check_every_sample(self) -> None:
+        for i, sample in enumerate(_MANIFEST.samples):
+            with self.client.post(
+                "/predict", json={"inputs": sample.input}, headers=_HEADERS, name=f"smoke sample {i}",
+                catch_response=True,
+            ) as resp:  # fmt: skip
+                if resp.status_code != 200:
+                    resp.failure(f"sample {i}: HTTP {resp.status_code} {(resp.text or '')[:200]}")
+                    continue
+                got = (resp.json() or {}).get("predictions", [None])[0]
+                if not _same(got, sample.output):
+                    resp.failure(f"sample {i}: expected {sample.output!r}, got {got!r}")
+        self.environment.runner.quit()  # type: ignore[union-attr]
+
+
+@events.quitting.add_listener
+def _write_smoke_report(environment: Environment, **_: Any) -> None:
+    """The smoke phase's verdict, written at shutdown (a quit from a user cuts Locust's CSV short)."""
+    path = os.environ.get("SLIPWAY_GATE_SMOKE_REPORT")
+    if path:
+        stats = environment.stats
+        errors = [f"{e.error} (x{e.occurrences})" for e in stats.errors.values()]
+        Path(path).write_text(json.dumps({"requests": stats.total.num_requests, "failures": errors}))
+
+
+class LoadUser(FastHttpUser):
+    """Posts golden inputs as fast as the server answers (no think time): the load phase."""
+
+    wait_time = constant(0)
+
+    def on_start(self) -> None:
+        rows = itertools.cycle([s.input for s in _MANIFEST.samples])
+        bodies = [json.dumps({"inputs": [next(rows) for _ in range(_BATCH)]}).encode() for _ in _MANIFEST.samples]
+        self.next_body = itertools.cycle(bodies)  # encoded once: the gate's CPU goes to sending
+
+    @task
+    def predict(self) -> None:
+        with self.client.post(
+            "/predict", data=next(self.next_body), headers=_HEADERS, name="/predict", catch_response=True
+        ) as resp:
+            if resp.status_code != 200:
+                resp.failure(f"HTTP {resp.status_code}")

@@ -1,0 +1,230 @@
+"""``slipway``: the command line. Every command prints a clear error and exits 1 on a SlipwayError."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Annotated, Literal
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from slipway.errors import SlipwayError
+from slipway.ledger import Outcome, ReleaseRecord
+from slipway.pipeline import open_pipeline
+from slipway.recommend import recommend as decide
+from targets.base import Stage
+
+app = typer.Typer(help="Release ML models: package, build, push, stage, load-gate, promote.", no_args_is_help=True)
+_WIDTH = None if sys.stdout.isatty() else 160  # logs and pipes get whole table rows
+out = Console(width=_WIDTH)
+err = Console(stderr=True, width=_WIDTH)
+
+SpecArg = Annotated[str, typer.Argument(help="Path of the release spec (slipway.yaml).")]
+
+
+@contextmanager
+def _clear_errors() -> Iterator[None]:
+    try:
+        yield
+    except SlipwayError as exc:
+        err.print(f"[bold red]error:[/] {exc.message}", highlight=False)
+        if exc.hint:
+            err.print(f"[yellow]→ {exc.hint}[/]", highlight=False)
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def deploy(spec: SpecArg, trigger: str = typer.Option("manual", help="Recorded in the ledger.")) -> None:
+    """Run the whole pipeline: package → build → push → staging → gate → production."""
+    from flows.release import release
+
+    with _clear_errors():
+        result = release(spec, trigger=trigger)
+    report = result.report
+    out.print(_gate_table(report.checks, f"gate of {result.release.id}: passed"))
+    out.print(
+        f"production serves [bold]{result.release.model}[/] version [bold]{result.release.version}[/] "
+        f"(release {result.release.id}) at [bold]{result.production.endpoint.url}[/]"
+    )
+    p = open_pipeline(spec, need_key=False)
+    if result.production.endpoint.requires_auth:
+        body = _example_body(result.release.package_dir)
+        out.print(
+            f"try: curl -s -H \"Authorization: Bearer ${p.spec.auth.api_key_env}\" "
+            f"-H 'Content-Type: application/json' -d '{body}' {result.production.endpoint.url}/predict",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+@app.command()
+def plan(spec: SpecArg) -> None:
+    """Show what `deploy` would do, changing nothing."""
+    from tasks.package import inspect_model
+
+    with _clear_errors():
+        p = open_pipeline(spec, need_key=False)
+        inspected = inspect_model(p.spec)
+        live = p.ledger.live(p.model, Stage.PRODUCTION.value)
+    load, slo = p.spec.gate.load, p.spec.gate.slo
+    steps = [
+        f"package   {p.model} from {inspected.origin}: {inspected.schema.n_features} features, "
+        f"{len(inspected.samples)} golden samples checked",
+        "build     " + ("an image" if p.staging.capabilities.needs_image else "nothing (local runs the package)"),
+        "push      " + ("to " + p.spec.image.repository if p.staging.capabilities.needs_image else "nothing"),
+        f"staging   {p.staging.kind}: {_where(p.spec.staging)}",
+        f"gate      smoke on every golden sample, then {load.users} users for {load.duration_s:g} s; "
+        f"SLOs p95 ≤ {slo.p95_ms:g} ms, p99 ≤ {slo.p99_ms:g} ms, errors ≤ {slo.max_error_rate:.2%}, "
+        f"≥ {slo.min_rps:g} req/s",
+        f"promote   {p.production.kind}: {_where(p.spec.production)}, replacing "
+        + (f"release {live.id} (version {live.version})" if live else "nothing (first release)"),
+        f"record    in {p.settings.state_dir} (ledger, packages, reports)",
+    ]
+    for i, step in enumerate(steps, 1):
+        out.print(f"{i}. {step}", highlight=False)
+    if p.spec.auth.mode == "api_key":
+        from slipway.pipeline import resolve_api_key
+
+        with _clear_errors():
+            resolve_api_key(p.spec.auth)
+
+
+@app.command()
+def status(spec: SpecArg) -> None:
+    """What each stage serves, whether it answers, and whether it matches the ledger."""
+    with _clear_errors():
+        p = open_pipeline(spec, need_key=False)
+        table = Table(title=f"{p.model}")
+        for col in ("stage", "target", "release", "endpoint", "healthy", "detail"):
+            table.add_column(col)
+        warnings = []
+        for stage in Stage:
+            s = p.target(stage).describe()
+            table.add_row(
+                stage.value, s.kind, s.release_id or "-", s.endpoint.url if s.endpoint else "-",
+                "[green]yes[/]" if s.healthy else "[red]no[/]", s.detail,
+            )  # fmt: skip
+            recorded = p.ledger.live(p.model, stage.value)
+            if stage is Stage.PRODUCTION and (recorded.id if recorded else None) != s.release_id:
+                warnings.append(
+                    f"the ledger says production serves {recorded.id if recorded else 'nothing'}, the target "
+                    f"serves {s.release_id or 'nothing'}: a run was interrupted; deploy or roll back to settle it"
+                )
+    out.print(table)
+    for w in warnings:
+        err.print(f"[yellow]warning:[/] {w}", highlight=False)
+
+
+@app.command()
+def releases(spec: SpecArg) -> None:
+    """Every release attempt of the model, with its gate figures and outcome."""
+    with _clear_errors():
+        p = open_pipeline(spec, need_key=False)
+        records = p.ledger.releases(p.model)
+        live = p.ledger.live(p.model, Stage.PRODUCTION.value)
+    table = Table(title=f"releases of {p.model}")
+    for col in ("release", "version", "sha256", "outcome", "rps", "p95 ms", "p99 ms", "errors", "started", "trigger"):
+        table.add_column(col)
+    for r in records:
+        marker = " [bold green]◀ live[/]" if live and r.id == live.id else ""
+        table.add_row(
+            r.id + marker, r.version, r.package_sha256[:12], _outcome(r), *_figures(r), r.started_at, r.trigger
+        )
+    out.print(table)
+
+
+@app.command()
+def rollback(
+    spec: SpecArg, to: str = typer.Option("", "--to", help="Release id; default: the one live before.")
+) -> None:
+    """Return production to an earlier accepted release."""
+    from flows.rollback import rollback as rollback_flow
+
+    with _clear_errors():
+        release_id = rollback_flow(spec, to_release=to)
+    out.print(f"production rolled back to release [bold]{release_id}[/]")
+
+
+@app.command()
+def teardown(
+    spec: SpecArg,
+    stage: Annotated[str, typer.Option(help="staging, production or all")] = "all",
+) -> None:
+    """Stop and remove what a stage runs."""
+    from flows.teardown import teardown as teardown_flow
+
+    if stage not in ("staging", "production", "all"):
+        err.print(f"[bold red]error:[/] --stage must be staging, production or all, not {stage!r}")
+        raise typer.Exit(2)
+    chosen: Literal["staging", "production", "all"] = stage  # type: ignore[assignment]
+    with _clear_errors():
+        teardown_flow(spec, stage=chosen)
+    out.print(f"{stage} torn down")
+
+
+@app.command()
+def recommend(
+    millisecond_latency: Annotated[bool | None, typer.Option(help="Do you need millisecond latency?")] = None,
+    sporadic: Annotated[bool | None, typer.Option(help="Is traffic sporadic?")] = None,
+    complex_orchestration: Annotated[bool | None, typer.Option(help="Need complex orchestration?")] = None,
+) -> None:
+    """Which deployment pattern fits: the decision tree of the cloud-deployment chapter."""
+    ask: Callable[[str], bool] = lambda q: typer.confirm(q)  # noqa: E731
+    latency = millisecond_latency if millisecond_latency is not None else ask("Do you need millisecond latency?")
+    spor = False if latency else (sporadic if sporadic is not None else ask("Is traffic sporadic?"))
+    orch = False
+    if not latency and not spor:
+        orch = complex_orchestration if complex_orchestration is not None else ask("Need complex orchestration?")
+    r = decide(latency, spor, orch)
+    out.print(f"[bold]{r.pattern}[/] — {r.examples}")
+    out.print(f"path: {' → '.join(r.path)}")
+    out.print(f"why: {r.why}")
+    if r.alternative:
+        out.print(f"also: {r.alternative}")
+    out.print(f"Slipway targets: {r.targets}")
+
+
+def _where(config: object) -> str:
+    port = getattr(config, "port", None)
+    return f"http://127.0.0.1:{port}" if port else type(config).__name__
+
+
+def _outcome(r: ReleaseRecord) -> str:
+    colour = {Outcome.PROMOTED: "green", Outcome.REJECTED: "red", Outcome.FAILED: "red"}.get(r.outcome, "yellow")
+    return f"[{colour}]{r.outcome.value}[/]"
+
+
+def _figures(r: ReleaseRecord) -> tuple[str, str, str, str]:
+    g = r.gate
+    if not g or not g.get("requests"):
+        return ("-", "-", "-", "-")
+    return (f"{g['rps']:.0f}", f"{g['p95_ms']:g}", f"{g['p99_ms']:g}", f"{g['error_rate']:.2%}")
+
+
+def _gate_table(checks: list, title: str) -> Table:  # type: ignore[type-arg]
+    table = Table(title=title)
+    for col in ("check", "measured", "limit", "result"):
+        table.add_column(col)
+    for c in checks:
+        table.add_row(c.name, c.actual, c.limit, "[green]pass[/]" if c.ok else "[red]FAIL[/]")
+    return table
+
+
+def _example_body(package_dir: object) -> str:
+    import json
+    from pathlib import Path
+
+    from serving.manifest import read_manifest
+
+    manifest = read_manifest(Path(str(package_dir)))
+    return json.dumps({"inputs": manifest.samples[0].input}) if manifest.samples else '{"inputs": []}'
+
+
+def main() -> None:
+    """Console entry point. Flows run on Prefect's API (PREFECT_API_URL) or a temporary local one."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    app()

@@ -1,0 +1,19 @@
+"""Deployment targets: the ``Target`` protocol (``targets.base``) and one module per pattern."""
+
+from __future__ import annotations
+
+from typing import assert_never
+
+from slipway.spec import LocalTarget as LocalConfig
+from slipway.spec import TargetConfig
+from targets.base import Target, TargetContext
+from targets.local import LocalProcessTarget
+
+
+def make_target(config: TargetConfig, ctx: TargetContext) -> Target:
+    """The target for one stage, chosen by an exhaustive match on the config's type."""
+    match config:
+        case LocalConfig():
+            return LocalProcessTarget(config, ctx)
+        case _:
+            assert_never(config)

@@ -1,0 +1,290 @@
+"""``kind: local`` — the embedded default: the model server as a detached process on this machine.
+
+Each stage serves on its own port on 127.0.0.1. A process is started in its own session, so it
+outlives the CLI or flow run that started it; it is tracked through files under
+``<state_dir>/local/<model>/<stage>/``:
+
+    live.json             the live deployment: release id, pid, port, control port, package
+    <release>.ready       written by the server once its model is loaded and its sockets listen
+    <release>.log         the server's stdout and stderr
+
+Promotion never leaves the stage down: the candidate binds the same port with SO_REUSEPORT and
+is checked on its own control port (``/ready`` there answers for that process only); only then is
+the old process stopped. While both run the kernel spreads new connections over both releases.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+from slipway.errors import ConfigError, TargetError
+from slipway.spec import LocalTarget as LocalConfig
+from targets.base import (
+    Capabilities,
+    Deployment,
+    Endpoint,
+    Release,
+    StageStatus,
+    TargetContext,
+    put_live,
+)
+
+_EXIT_REASONS = {
+    2: "the server refused to start without an API key",
+    3: "the package failed its start-up check (artifact checksum or golden samples)",
+    4: "the server could not bind its port",
+}
+_STOP_GRACE_S = 10.0
+
+
+class LocalProcessTarget:
+    kind = "local"
+    capabilities = Capabilities(needs_image=False, zero_downtime_promotion=True)
+
+    def __init__(self, config: LocalConfig, ctx: TargetContext) -> None:
+        self.config = config
+        self.ctx = ctx
+        self.stage = ctx.stage
+        self.dir = ctx.state_dir / "local" / ctx.model / ctx.stage.value
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def deploy(self, release: Release) -> Deployment:
+        self._check_port_free_or_ours()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        ready_file = self.dir / f"{release.id}.ready"
+        ready_file.unlink(missing_ok=True)
+        log_path = self.dir / f"{release.id}.log"
+        cmd = [
+            sys.executable, "-m", "serving",
+            "--package", str(release.package_dir),
+            "--host", "127.0.0.1",
+            "--port", str(self.config.port),
+            "--control-port", "0",
+            "--ready-file", str(ready_file),
+            "--workers", str(self.config.workers),
+        ]  # fmt: skip
+        env = {k: v for k, v in os.environ.items() if k not in ("SLIPWAY_API_KEY", "PYTHONPATH")}
+        env["PYTHONPATH"] = str(release.package_dir / "server")
+        key = self.ctx.key_for_deploy()
+        if key is None:
+            cmd.append("--no-auth")
+        else:
+            env["SLIPWAY_API_KEY"] = key.get_secret_value()
+        with log_path.open("ab") as log:
+            proc = subprocess.Popen(
+                cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                env=env, cwd=self.dir, start_new_session=True,
+            )  # fmt: skip
+        return Deployment(
+            release=release,
+            stage=self.stage,
+            endpoint=Endpoint(self._stable_url(), requires_auth=self.ctx.requires_auth),
+            handle={"pid": str(proc.pid), "ready_file": str(ready_file), "log": str(log_path)},
+        )
+
+    def wait_ready(self, deployment: Deployment, timeout_s: float) -> Deployment:
+        pid = int(deployment.handle["pid"])
+        ready_file = Path(deployment.handle["ready_file"])
+        log = Path(deployment.handle["log"])
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            code = _exit_code(pid)
+            if code is not None:
+                raise self._error(
+                    f"release {deployment.release.id} exited at start ({_EXIT_REASONS.get(code, f'exit code {code}')}):"
+                    f"\n{_tail(log)}",
+                    "wait_ready",
+                    hint=f"read {log}; fix the cause and deploy again",
+                    config=code == 2,
+                )
+            if ready_file.exists():
+                info = json.loads(ready_file.read_text())
+                control = f"http://127.0.0.1:{info['control_port']}"
+                if _answers(control + "/ready"):
+                    handle = {**deployment.handle, "control_port": str(info["control_port"])}
+                    return Deployment(deployment.release, self.stage, Endpoint(control, deployment.endpoint.requires_auth), handle)
+            time.sleep(0.1)
+        raise self._error(
+            f"release {deployment.release.id} was not ready after {timeout_s:.0f} s:\n{_tail(log)}",
+            "wait_ready",
+            hint=f"read {log}; raise {self.stage.value}.ready_timeout_s in the spec if the model loads slowly",
+        )
+
+    def promote(self, deployment: Deployment) -> Deployment:
+        previous = self._live()
+        live = {
+            "release_id": deployment.release.id,
+            "pid": int(deployment.handle["pid"]),
+            "port": self.config.port,
+            "control_port": int(deployment.handle["control_port"]),
+            "package_dir": str(deployment.release.package_dir),
+            "package_sha256": deployment.release.package_sha256,
+            "version": deployment.release.version,
+            "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        _write_json(self.dir / "live.json", live)
+        if previous and previous["pid"] != live["pid"]:
+            _stop(previous["pid"], self.config.port)
+        return Deployment(deployment.release, self.stage, self._endpoint(), deployment.handle)
+
+    def discard(self, deployment: Deployment) -> None:
+        _stop(int(deployment.handle["pid"]), self.config.port)
+        Path(deployment.handle["ready_file"]).unlink(missing_ok=True)
+
+    def rollback(self, release: Release, timeout_s: float) -> Deployment:
+        if not (release.package_dir / "package.json").exists():
+            raise self._error(
+                f"the package of release {release.id} is gone from {release.package_dir}",
+                "rollback",
+                hint="deploy that model version again instead (slipway deploy)",
+                config=True,
+            )
+        return put_live(self, release, timeout_s)
+
+    def endpoint(self) -> Endpoint | None:
+        return self._endpoint() if self._live() else None
+
+    def teardown(self) -> None:
+        live = self._live()
+        if live:
+            _stop(live["pid"], self.config.port)
+        (self.dir / "live.json").unlink(missing_ok=True)
+        for ready in self.dir.glob("*.ready"):  # candidates a killed run left behind
+            with contextlib.suppress(ValueError, OSError, KeyError):
+                _stop(json.loads(ready.read_text())["pid"], self.config.port)
+            ready.unlink(missing_ok=True)
+
+    def describe(self) -> StageStatus:
+        live = self._live()
+        if not live:
+            return StageStatus(self.stage, self.kind, None, None, healthy=False, detail="nothing deployed")
+        alive = _is_our_server(live["pid"], self.config.port)
+        healthy = alive and _answers(self._stable_url() + "/health")
+        detail = f"pid {live['pid']}, version {live['version']}, since {live['since']}"
+        if not alive:
+            detail = f"process {live['pid']} is gone: redeploy or roll back"
+        return StageStatus(self.stage, self.kind, live["release_id"], self._endpoint(), healthy, detail)
+
+    # --- helpers ----------------------------------------------------------------------------
+
+    def _stable_url(self) -> str:
+        return f"http://127.0.0.1:{self.config.port}"
+
+    def _endpoint(self) -> Endpoint:
+        return Endpoint(self._stable_url(), requires_auth=self.ctx.requires_auth)
+
+    def _live(self) -> dict[str, Any] | None:
+        try:
+            live: dict[str, Any] = json.loads((self.dir / "live.json").read_text())
+        except FileNotFoundError:
+            return None
+        return live
+
+    def _check_port_free_or_ours(self) -> None:
+        port = self.config.port
+        live = self._live()
+        if live and _is_our_server(live["pid"], port):
+            return
+        with socket.socket() as probe:
+            probe.settimeout(0.5)
+            in_use = probe.connect_ex(("127.0.0.1", port)) == 0
+        if in_use:
+            raise self._error(
+                f"port {port} on 127.0.0.1 is in use by another program{_owner(port)}",
+                "deploy",
+                hint=f"stop that program or give {self.stage.value}.port another value in the spec",
+                config=True,
+            )
+
+    def _error(self, message: str, operation: str, *, hint: str, config: bool = False) -> Exception:
+        if config:
+            return ConfigError(f"[local {operation} {self.stage.value}] {message}", hint=hint)
+        return TargetError(message, target=self.kind, operation=operation, resource=self.stage.value, hint=hint)
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)
+
+
+def _exit_code(pid: int) -> int | None:
+    """The exit code of a dead server (reaped if it is our child), None while it runs."""
+    try:
+        done, status = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:  # not our child: ask the process table
+        return None if psutil.pid_exists(pid) else -1
+    if done == 0:
+        return None
+    return os.waitstatus_to_exitcode(status)
+
+
+def _is_our_server(pid: int, port: int) -> bool:
+    try:
+        proc = psutil.Process(pid)
+        cmdline = proc.cmdline()
+        return proc.status() != psutil.STATUS_ZOMBIE and "serving" in cmdline and str(port) in cmdline
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+
+
+def _stop(pid: int, port: int) -> None:
+    """SIGTERM the server's process group (its workers too), then SIGKILL after a grace period.
+
+    Only a process that is still our server on ``port`` is signalled: a pid from a state file may
+    have been reused by an unrelated program since.
+    """
+    if not _is_our_server(pid, port):
+        _exit_code(pid)  # reap it if it is our dead child
+        return
+    try:
+        pgid = os.getpgid(pid)
+    except ProcessLookupError:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + _STOP_GRACE_S
+    while time.monotonic() < deadline:
+        if _exit_code(pid) is not None or not psutil.pid_exists(pid):
+            return
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _owner(port: int) -> str:
+    with contextlib.suppress(psutil.Error, OSError):
+        for conn in psutil.net_connections("tcp"):
+            if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN and conn.pid:
+                return f" (pid {conn.pid}: {' '.join(psutil.Process(conn.pid).cmdline())[:80]})"
+    return ""
+
+
+def _tail(path: Path, lines: int = 12) -> str:
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "  (no log)"
+    return "\n".join(f"  | {line}" for line in text[-lines:])

@@ -1,0 +1,238 @@
+"""Gate step: Locust, as its own process, against the staging endpoint; figures judged by the SLOs.
+
+Two phases, each a ``locust --headless`` subprocess (importing locust here would monkey-patch
+this process with gevent):
+
+  smoke  ``SmokeUser`` sends every golden sample once and checks each prediction
+  load   ``LoadUser`` (``FastHttpUser``, no think time) with the spec's users, spawn rate,
+         duration and ``--processes``
+
+Figures are read back from Locust's own CSV output. The gate also measures its own CPU (from the
+kernel's accounting of the Locust processes): a load generator near 100 % of its cores measures
+itself, not the server, and the report says so.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NONE
+from pydantic import SecretStr
+
+from slipway.errors import GateFailed, TargetError
+from slipway.spec import GateSettings, Slo
+from targets.base import Deployment
+
+LOCUSTFILE = Path(__file__).resolve().parent.parent / "load_tests" / "predict.py"
+SATURATED_CPU_PCT = 90.0
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    limit: str
+    actual: str
+    ok: bool
+
+
+@dataclass(frozen=True)
+class GateReport:
+    release_id: str
+    smoke_failures: list[str]
+    requests: int
+    failures: int
+    rps: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    error_rate: float
+    gate_cpu_pct: float  # of the cores given to Locust (one per process)
+    processes: int
+    users: int
+    duration_s: float
+    checks: list[Check] = field(default_factory=list)
+    html_report: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return not self.smoke_failures and all(c.ok for c in self.checks)
+
+    @property
+    def violations(self) -> list[str]:
+        out = [f"smoke: {f}" for f in self.smoke_failures]
+        out += [f"{c.name}: {c.actual} (limit {c.limit})" for c in self.checks if not c.ok]
+        if out and self.saturated:
+            out.append(
+                f"note: the gate's own CPU was {self.gate_cpu_pct:.0f}% of {self.processes} core(s): "
+                "it measured itself; raise gate.load.processes"
+            )
+        return out
+
+    @property
+    def saturated(self) -> bool:
+        return self.gate_cpu_pct >= SATURATED_CPU_PCT
+
+    def figures(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if k not in ("checks",)} | {
+            "passed": self.passed,
+            "checks": [asdict(c) for c in self.checks],
+        }
+
+    def to_markdown(self) -> str:
+        rows = [
+            f"| {c.name} | {c.actual} | {c.limit} | {'pass' if c.ok else '**FAIL**'} |" for c in self.checks
+        ]
+        smoke = "pass" if not self.smoke_failures else "**FAIL**: " + "; ".join(self.smoke_failures)
+        return "\n".join(
+            [
+                f"### Gate of release `{self.release_id}`: {'passed' if self.passed else 'FAILED'}",
+                "",
+                f"Smoke (golden samples): {smoke}",
+                "",
+                "| check | measured | limit | result |",
+                "|---|---|---|---|",
+                *rows,
+                "",
+                f"{self.requests} requests, {self.failures} failed, {self.users} users for {self.duration_s:.0f} s; "
+                f"p50 {self.p50_ms:.1f} ms; gate CPU {self.gate_cpu_pct:.0f}% of {self.processes} core(s)"
+                + (" — **saturated: figures bounded by the load generator**" if self.saturated else ""),
+            ]
+        )
+
+
+def run_gate(
+    deployment: Deployment, package_dir: Path, gate: GateSettings, api_key: SecretStr | None, report_dir: Path
+) -> GateReport:
+    """Run smoke then load against ``deployment``; return the report (``check`` raises on failure)."""
+    report_dir.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if k != "SLIPWAY_API_KEY"}
+    env |= {"SLIPWAY_GATE_PACKAGE": str(package_dir), "SLIPWAY_GATE_BATCH": str(gate.load.batch_size)}
+    if api_key is not None:
+        env["SLIPWAY_API_KEY"] = api_key.get_secret_value()
+    url = deployment.endpoint.url
+    smoke_failures: list[str] = []
+    load = gate.load
+    if gate.smoke:
+        smoke_failures = _smoke(url, env, report_dir)
+        if smoke_failures:  # wrong answers fail the gate whatever the load figures: skip the load phase
+            return GateReport(deployment.release.id, smoke_failures, 0, 0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0,
+                              load.processes, load.users, 0.0)  # fmt: skip
+    cpu_s, wall_s = _locust(
+        url,
+        "LoadUser",
+        ["-u", str(load.users), "-r", str(load.spawn_rate), "-t", f"{load.duration_s:g}s",
+         "--processes", str(load.processes), "--html", str(report_dir / "locust.html")],
+        env,
+        report_dir / "load",
+    )  # fmt: skip
+    stats = _aggregated(report_dir / "load_stats.csv")
+    requests = int(stats["Request Count"])
+    failures = int(stats["Failure Count"])
+    report = GateReport(
+        release_id=deployment.release.id,
+        smoke_failures=smoke_failures,
+        requests=requests,
+        failures=failures,
+        rps=float(stats["Requests/s"]),
+        p50_ms=float(stats["50%"] or 0),
+        p95_ms=float(stats["95%"] or 0),
+        p99_ms=float(stats["99%"] or 0),
+        error_rate=failures / requests if requests else 1.0,
+        gate_cpu_pct=100.0 * cpu_s / wall_s / load.processes if wall_s else 0.0,
+        processes=load.processes,
+        users=load.users,
+        duration_s=load.duration_s,
+        html_report=str(report_dir / "locust.html"),
+    )
+    return _judge(report, gate.slo)
+
+
+def check(report: GateReport) -> GateReport:
+    if not report.passed:
+        raise GateFailed(report.release_id, report.violations, report_path=report.html_report)
+    return report
+
+
+def _judge(report: GateReport, slo: Slo) -> GateReport:
+    checks = [
+        Check("p95 latency", f"≤ {slo.p95_ms:g} ms", f"{report.p95_ms:g} ms", report.p95_ms <= slo.p95_ms),
+        Check("p99 latency", f"≤ {slo.p99_ms:g} ms", f"{report.p99_ms:g} ms", report.p99_ms <= slo.p99_ms),
+        Check(
+            "error rate",
+            f"≤ {slo.max_error_rate:.2%}",
+            f"{report.error_rate:.2%} ({report.failures}/{report.requests})",
+            report.requests > 0 and report.error_rate <= slo.max_error_rate,
+        ),
+        Check("throughput", f"≥ {slo.min_rps:g} req/s", f"{report.rps:.0f} req/s", report.rps >= slo.min_rps),
+    ]
+    return GateReport(**{**report.__dict__, "checks": checks})
+
+
+def _locust(url: str, user: str, args: list[str], env: dict[str, str], prefix: Path) -> tuple[float, float]:
+    """Run one headless Locust; return (CPU seconds of it and its workers, wall seconds)."""
+    cmd = [
+        sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), user, "--headless", "--only-summary",
+        "--host", url, "--csv", str(prefix), "--exit-code-on-error", "0", "--stop-timeout", "5",
+        "--loglevel", "WARNING", *args,
+    ]  # fmt: skip
+    log = prefix.with_suffix(".log")
+    started = time.monotonic()
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL)
+        _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.monotonic() - started
+    if proc.returncode != 0:
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
+        raise TargetError(
+            f"Locust ({user}) exited with code {proc.returncode}:\n{tail}",
+            target="gate",
+            operation=user,
+            resource=url,
+            hint=f"read {log}",
+        )
+    return usage.ru_utime + usage.ru_stime, wall
+
+
+def _aggregated(path: Path) -> dict[str, str]:
+    with path.open() as fh:
+        for row in csv.DictReader(fh):
+            if row["Name"] == "Aggregated":
+                return row
+    raise TargetError(f"no aggregated row in {path}", target="gate", operation="read", resource=str(path))
+
+
+def _smoke(url: str, env: dict[str, str], report_dir: Path) -> list[str]:
+    verdict = report_dir / "smoke.json"
+    verdict.unlink(missing_ok=True)
+    _locust(url, "SmokeUser", ["-u", "1", "-r", "1", "-t", "120s"], env | {"SLIPWAY_GATE_SMOKE_REPORT": str(verdict)},
+            report_dir / "smoke")  # fmt: skip
+    result = json.loads(verdict.read_text())
+    failures: list[str] = result["failures"]
+    if not result["requests"]:
+        failures.append("no smoke request was sent")
+    return failures
+
+
+@task(name="gate", cache_policy=NONE)
+def gate(
+    deployment: Deployment, package_dir: Path, settings: GateSettings, api_key: SecretStr | None, report_dir: Path
+) -> GateReport:
+    """The gate as a Prefect task: runs it and publishes the table as a markdown artifact."""
+    report = run_gate(deployment, package_dir, settings, api_key, report_dir)
+    create_markdown_artifact(
+        key=f"gate-{deployment.release.model}",
+        markdown=report.to_markdown(),
+        description=f"Locust gate of release {deployment.release.id}",
+    )
+    return report
