@@ -1,0 +1,73 @@
+"""The gate against a real server: Locust as a subprocess, figures read back, SLOs judged."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from slipway.errors import GateFailed
+from slipway.spec import GateSettings
+from targets.base import Deployment, Release
+from tasks.gate import check, run_gate
+from tests.targets.fixtures import TargetFactory
+
+pytestmark = pytest.mark.locust
+
+
+def _settings(**slo: float) -> GateSettings:
+    return GateSettings.model_validate(
+        {"load": {"users": 4, "spawn_rate": 4, "duration_s": 2},
+         "slo": {"p95_ms": 1000, "p99_ms": 2000, "min_rps": 1, **slo}}
+    )  # fmt: skip
+
+
+@pytest.fixture
+def staged(target_factory: TargetFactory, releases: dict[str, Release]) -> Deployment:
+    from targets.base import Stage, put_live
+
+    return put_live(target_factory(Stage.STAGING), releases["v1"], 20)
+
+
+def test_passing_gate_reports_figures_from_locust(staged: Deployment, api_key: str, tmp_path: Path) -> None:
+    report = check(run_gate(staged, staged.release.package_dir, _settings(), SecretStr(api_key), tmp_path))
+    assert report.passed and not report.smoke_failures
+    assert report.requests > 50 and report.failures == 0 and report.rps > 10
+    assert 0 < report.p50_ms <= report.p95_ms <= report.p99_ms
+    assert 0 < report.gate_cpu_pct <= 100 * 1.05
+    assert (tmp_path / "locust.html").stat().st_size > 1000
+    markdown = report.to_markdown()
+    assert "| p95 latency |" in markdown and "passed" in markdown
+
+
+def test_impossible_slo_fails_listing_each_violation(staged: Deployment, api_key: str, tmp_path: Path) -> None:
+    report = run_gate(
+        staged, staged.release.package_dir, _settings(p95_ms=0.001, p99_ms=0.001, min_rps=1e9),
+        SecretStr(api_key), tmp_path,
+    )  # fmt: skip
+    with pytest.raises(GateFailed) as info:
+        check(report)
+    text = str(info.value)
+    assert "p95 latency" in text and "p99 latency" in text and "throughput" in text
+    assert "error rate" not in text
+    assert "production was left untouched" in text
+
+
+def test_smoke_catches_wrong_predictions(staged: Deployment, api_key: str, tmp_path: Path) -> None:
+    lying = tmp_path / "lying-package"
+    shutil.copytree(staged.release.package_dir, lying)
+    manifest = json.loads((lying / "package.json").read_text())
+    manifest["samples"][0]["output"] = 2
+    (lying / "package.json").write_text(json.dumps(manifest))
+    report = run_gate(staged, lying, _settings(), SecretStr(api_key), tmp_path / "r")
+    assert not report.passed
+    assert any("sample 0: expected 2, got 0" in f for f in report.smoke_failures)
+
+
+def test_wrong_key_fails_smoke_and_load(staged: Deployment, tmp_path: Path) -> None:
+    report = run_gate(staged, staged.release.package_dir, _settings(), SecretStr("x" * 32), tmp_path)
+    assert any("HTTP 401" in f for f in report.smoke_failures)
+    assert report.error_rate == 1.0
