@@ -40,7 +40,9 @@ def choose_rollback(ledger: Ledger, model: str, to_release: str) -> ReleaseRecor
     if to_release:
         record = ledger.get(to_release)
         if record is None or record.model != model:
-            raise ConfigError(f"no release {to_release!r} of model {model!r}", hint="pick an id from `slipway releases`")
+            raise ConfigError(
+                f"no release {to_release!r} of model {model!r}", hint="pick an id from `slipway releases`"
+            )
         if record.outcome is not Outcome.PROMOTED:
             raise ConfigError(
                 f"release {to_release} was {record.outcome.value}, never accepted: it cannot go to production",

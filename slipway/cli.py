@@ -54,7 +54,7 @@ def deploy(spec: SpecArg, trigger: str = typer.Option("manual", help="Recorded i
     if result.production.endpoint.requires_auth:
         body = _example_body(result.release.package_dir)
         out.print(
-            f"try: curl -s -H \"Authorization: Bearer ${p.spec.auth.api_key_env}\" "
+            f'try: curl -s -H "Authorization: Bearer ${p.spec.auth.api_key_env}" '
             f"-H 'Content-Type: application/json' -d '{body}' {result.production.endpoint.url}/predict",
             highlight=False,
             soft_wrap=True,

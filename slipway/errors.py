@@ -55,9 +55,7 @@ class TargetError(SlipwayError):
     names them without the caller having to.
     """
 
-    def __init__(
-        self, message: str, *, target: str, operation: str, resource: str = "", hint: str = ""
-    ) -> None:
+    def __init__(self, message: str, *, target: str, operation: str, resource: str = "", hint: str = "") -> None:
         where = f"{target} {operation}" + (f" {resource}" if resource else "")
         super().__init__(f"[{where}] {message}", hint=hint)
         self.target = target

@@ -143,13 +143,10 @@ class SqliteLedger:
         with self._db("write") as conn:
             conn.execute(f"INSERT INTO releases ({cols}) VALUES ({marks})", row)
 
-    def finish(
-        self, release_id: str, outcome: Outcome, *, gate: dict[str, Any] | None = None, error: str = ""
-    ) -> None:
+    def finish(self, release_id: str, outcome: Outcome, *, gate: dict[str, Any] | None = None, error: str = "") -> None:
         with self._db("write") as conn:
             conn.execute(
-                "UPDATE releases SET outcome = ?, gate = COALESCE(?, gate), error = ?, finished_at = ? "
-                "WHERE id = ?",
+                "UPDATE releases SET outcome = ?, gate = COALESCE(?, gate), error = ?, finished_at = ? WHERE id = ?",
                 (outcome.value, None if gate is None else json.dumps(gate), error, now(), release_id),
             )
 
@@ -160,23 +157,23 @@ class SqliteLedger:
                 (event.model, event.stage, event.release_id, event.action.value, event.at, event.flow_run_id),
             )
 
-    def get(self, release_id: str) -> ReleaseRecord | None:
+    def _read(self, sql: str, params: tuple[str, ...]) -> list[sqlite3.Row]:
+        """Rows of a query; a ledger not written yet has none (reading never creates the file)."""
+        if not self.path.exists():
+            return []
         with self._db("read") as conn:
-            row = conn.execute("SELECT * FROM releases WHERE id = ?", (release_id,)).fetchone()
-        return _from_row(row) if row else None
+            return conn.execute(sql, params).fetchall()
+
+    def get(self, release_id: str) -> ReleaseRecord | None:
+        rows = self._read("SELECT * FROM releases WHERE id = ?", (release_id,))
+        return _from_row(rows[0]) if rows else None
 
     def releases(self, model: str) -> list[ReleaseRecord]:
-        with self._db("read") as conn:
-            rows = conn.execute(
-                "SELECT * FROM releases WHERE model = ? ORDER BY started_at, rowid", (model,)
-            ).fetchall()
+        rows = self._read("SELECT * FROM releases WHERE model = ? ORDER BY started_at, rowid", (model,))
         return [_from_row(r) for r in rows]
 
     def events(self, model: str, stage: str) -> list[LiveEvent]:
-        with self._db("read") as conn:
-            rows = conn.execute(
-                "SELECT * FROM events WHERE model = ? AND stage = ? ORDER BY seq", (model, stage)
-            ).fetchall()
+        rows = self._read("SELECT * FROM events WHERE model = ? AND stage = ? ORDER BY seq", (model, stage))
         return [
             LiveEvent(r["model"], r["stage"], r["release_id"], Action(r["action"]), r["at"], r["flow_run_id"])
             for r in rows

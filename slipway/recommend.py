@@ -38,8 +38,7 @@ def recommend(millisecond_latency: bool, sporadic_traffic: bool, complex_orchest
             "ECS/Fargate, Cloud Run, Azure Container Instances; EC2, GCE, Azure VMs",
             "docker (VM), local",
             ["millisecond latency? yes"],
-            "a long-running container keeps the model in memory: no cold starts, no platform hop on the "
-            "request path",
+            "a long-running container keeps the model in memory: no cold starts, no platform hop on the request path",
         )
     if sporadic_traffic:
         return Recommendation(

@@ -115,7 +115,9 @@ class LocalProcessTarget:
                 control = f"http://127.0.0.1:{info['control_port']}"
                 if _answers(control + "/ready"):
                     handle = {**deployment.handle, "control_port": str(info["control_port"])}
-                    return Deployment(deployment.release, self.stage, Endpoint(control, deployment.endpoint.requires_auth), handle)
+                    return Deployment(
+                        deployment.release, self.stage, Endpoint(control, deployment.endpoint.requires_auth), handle
+                    )
             time.sleep(0.1)
         raise self._error(
             f"release {deployment.release.id} was not ready after {timeout_s:.0f} s:\n{_tail(log)}",

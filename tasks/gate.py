@@ -89,9 +89,7 @@ class GateReport:
         }
 
     def to_markdown(self) -> str:
-        rows = [
-            f"| {c.name} | {c.actual} | {c.limit} | {'pass' if c.ok else '**FAIL**'} |" for c in self.checks
-        ]
+        rows = [f"| {c.name} | {c.actual} | {c.limit} | {'pass' if c.ok else '**FAIL**'} |" for c in self.checks]
         smoke = "pass" if not self.smoke_failures else "**FAIL**: " + "; ".join(self.smoke_failures)
         return "\n".join(
             [

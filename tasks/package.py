@@ -78,7 +78,7 @@ def inspect_model(spec: ReleaseSpec) -> InspectedModel:
     if raw_samples is None:
         raise ModelError(
             f"model {spec.model.name!r} has no samples to compute golden samples from",
-            hint="set model.samples to a JSON file {\"inputs\": [[...], ...]} with a few example rows",
+            hint='set model.samples to a JSON file {"inputs": [[...], ...]} with a few example rows',
         )
     _require_predict(model, origin)
     schema = _schema(model, raw_samples)

@@ -67,7 +67,9 @@ def test_smoke_catches_wrong_predictions(staged: Deployment, api_key: str, tmp_p
     assert any("sample 0: expected 2, got 0" in f for f in report.smoke_failures)
 
 
-def test_wrong_key_fails_smoke_and_load(staged: Deployment, tmp_path: Path) -> None:
+def test_wrong_key_fails_smoke_and_skips_the_load_phase(staged: Deployment, tmp_path: Path) -> None:
     report = run_gate(staged, staged.release.package_dir, _settings(), SecretStr("x" * 32), tmp_path)
-    assert any("HTTP 401" in f for f in report.smoke_failures)
-    assert report.error_rate == 1.0
+    assert any("HTTP 401" in f and "API key" in f for f in report.smoke_failures)
+    assert not report.passed and report.requests == 0
+    assert not (tmp_path / "load_stats.csv").exists()
+    assert report.violations[0].startswith("smoke: sample 0: HTTP 401")

@@ -156,7 +156,7 @@ def test_unwritable_ledger_fails_before_anything_is_deployed(
 
 
 def test_second_deploy_of_the_same_model_is_refused_while_one_runs(spec_v1: Path, state_dir: Path) -> None:
-    with model_lock(state_dir / "locks", "iris", timeout_s=0, purpose="deploy"):
-        with pytest.raises(DeployLocked, match="another deploy .* of model 'iris' is running"):
-            release(str(spec_v1))
+    lock = model_lock(state_dir / "locks", "iris", timeout_s=0, purpose="deploy")
+    with lock, pytest.raises(DeployLocked, match="another deploy .* of model 'iris' is running"):
+        release(str(spec_v1))
     assert not _listening(_port(spec_v1, "production"))

@@ -7,7 +7,7 @@ from typing import Any
 
 class RaisesOnPredict:
     n_features_in_ = 4
-    classes_ = [0, 1]
+    classes_ = (0, 1)
 
     def predict(self, rows: Any) -> Any:
         raise ValueError("this model is broken")
