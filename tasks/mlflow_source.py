@@ -52,14 +52,15 @@ def load(source: str, base_dir: Path) -> LoadedModel:
         if match := _REGISTERED.match(source):
             version = _registered_version(mlflow, match)
             uri = f"models:/{match['name']}/{version}"
-        info = mlflow.models.get_model_info(uri)
+        local = mlflow.artifacts.download_artifacts(uri) if _URI.match(uri) else uri
+        info = mlflow.models.Model.load(local)
         if "sklearn" not in info.flavors:
             raise ModelError(
                 f"MLflow model {uri} has the flavors {sorted(info.flavors)}, and Slipway serves sklearn models",
                 hint="log the model with mlflow.sklearn.log_model",
             )
-        model = mlflow.sklearn.load_model(uri)
-        example = _input_example(info)
+        model = mlflow.sklearn.load_model(local)
+        example = _input_example(info, local)
     except MlflowException as exc:
         raise ModelError(
             f"cannot load MLflow model {uri}: {exc.message}",
@@ -75,13 +76,13 @@ def _registered_version(mlflow: Any, match: re.Match[str]) -> str:
     return str(client.get_model_version_by_alias(match["name"], match["alias"]).version)
 
 
-def _input_example(info: Any) -> list[Any] | None:
+def _input_example(info: Any, local_path: str) -> list[Any] | None:
     """The logged input example as sample rows, if the model has one."""
     try:
-        example = info.load_input_example(None) if hasattr(info, "load_input_example") else None
-    except Exception:  # an example that cannot be read is as good as none: samples are then required
+        example = info.load_input_example(local_path)
+    except Exception:  # an unreadable example is as good as none: model.samples is then required
         return None
     if example is None:
         return None
-    rows = example.to_numpy().tolist() if hasattr(example, "to_numpy") else list(example)
+    rows = example.to_numpy().tolist() if hasattr(example, "to_numpy") else [list(r) for r in example]
     return [{"input": row, "expected": None} for row in rows]

@@ -92,3 +92,27 @@ def test_samples_of_the_wrong_width(write_spec: SpecWriter, tmp_path: Path) -> N
 def test_no_samples(write_spec: SpecWriter, tmp_path: Path) -> None:
     with pytest.raises(ModelError, match="no samples"):
         inspect_model(load_spec(write_spec(model__samples="")))
+
+
+def test_mlflow_model_directory_with_its_input_example(
+    write_spec: SpecWriter, tmp_path: Path, iris_model: Path
+) -> None:
+    import mlflow.sklearn
+    import numpy as np
+
+    rows = json.loads((iris_model.parent / "samples.json").read_text())["inputs"]
+    model_dir = tmp_path / "mlflow-model"
+    mlflow.sklearn.save_model(joblib.load(iris_model), model_dir, input_example=np.array(rows[:3]))
+    pkg = _package(write_spec(model__source=str(model_dir), model__samples=""), tmp_path)
+    assert pkg.manifest.source == str(model_dir)
+    assert [s.input for s in pkg.manifest.samples] == rows[:3]
+    assert [s.output for s in pkg.manifest.samples] == joblib.load(iris_model).predict(rows[:3]).tolist()
+    assert joblib.load(pkg.dir / pkg.manifest.artifact_file).predict([rows[0]]).tolist() == [0]
+
+
+def test_mlflow_directory_of_another_flavor(write_spec: SpecWriter, tmp_path: Path) -> None:
+    model_dir = tmp_path / "pyfunc-model"
+    model_dir.mkdir()
+    (model_dir / "MLmodel").write_text("flavors:\n  python_function:\n    loader_module: x\n")
+    with pytest.raises(ModelError, match="Slipway serves sklearn models"):
+        _package(write_spec(model__source=str(model_dir)), tmp_path)
