@@ -73,7 +73,8 @@ def test_second_deploy_fails_clearly_while_first_holds_the_lock(tmp_path: Path) 
 
 
 def test_lock_is_per_model(tmp_path: Path) -> None:
-    with model_lock(tmp_path, "iris", timeout_s=0, purpose="deploy"), model_lock(
-        tmp_path, "wine", timeout_s=0, purpose="deploy"
+    with (
+        model_lock(tmp_path, "iris", timeout_s=0, purpose="deploy"),
+        model_lock(tmp_path, "wine", timeout_s=0, purpose="deploy"),
     ):
         pass
