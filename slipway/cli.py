@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Annotated, Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from serving.manifest import read_manifest
 from slipway.errors import SlipwayError
 from slipway.ledger import Outcome, ReleaseRecord
 from slipway.pipeline import open_pipeline
 from slipway.recommend import recommend as decide
 from targets.base import Stage
+
+if TYPE_CHECKING:
+    from tasks.gate import Check
 
 app = typer.Typer(help="Release ML models: package, build, push, stage, load-gate, promote.", no_args_is_help=True)
 _WIDTH = None if sys.stdout.isatty() else 160  # logs and pipes get whole table rows
@@ -205,7 +211,7 @@ def _figures(r: ReleaseRecord) -> tuple[str, str, str, str]:
     return (f"{g['rps']:.0f}", f"{g['p95_ms']:g}", f"{g['p99_ms']:g}", f"{g['error_rate']:.2%}")
 
 
-def _gate_table(checks: list, title: str) -> Table:  # type: ignore[type-arg]
+def _gate_table(checks: list[Check], title: str) -> Table:
     table = Table(title=title)
     for col in ("check", "measured", "limit", "result"):
         table.add_column(col)
@@ -214,13 +220,8 @@ def _gate_table(checks: list, title: str) -> Table:  # type: ignore[type-arg]
     return table
 
 
-def _example_body(package_dir: object) -> str:
-    import json
-    from pathlib import Path
-
-    from serving.manifest import read_manifest
-
-    manifest = read_manifest(Path(str(package_dir)))
+def _example_body(package_dir: Path) -> str:
+    manifest = read_manifest(package_dir)
     return json.dumps({"inputs": manifest.samples[0].input}) if manifest.samples else '{"inputs": []}'
 
 
