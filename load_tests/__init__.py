@@ -1,0 +1,1 @@
+"""Locust users of the gate; run only inside Locust's own process."""

@@ -1,0 +1,1 @@
+"""Slipway: the release pipeline for ML models. The spine the flows, tasks and targets share."""
