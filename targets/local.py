@@ -126,7 +126,6 @@ class LocalProcessTarget:
         )
 
     def promote(self, deployment: Deployment) -> Deployment:
-        previous = self._live()
         live = {
             "release_id": deployment.release.id,
             "pid": int(deployment.handle["pid"]),
@@ -138,8 +137,9 @@ class LocalProcessTarget:
             "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         _write_json(self.dir / "live.json", live)
-        if previous and previous["pid"] != live["pid"]:
-            _stop(previous["pid"], self.config.port)
+        for pid in self._servers():  # the previous release, and any a killed run left behind
+            if pid != live["pid"]:
+                _stop(pid, self.config.port)
         return Deployment(deployment.release, self.stage, self._endpoint(), deployment.handle)
 
     def discard(self, deployment: Deployment) -> None:
@@ -160,13 +160,10 @@ class LocalProcessTarget:
         return self._endpoint() if self._live() else None
 
     def teardown(self) -> None:
-        live = self._live()
-        if live:
-            _stop(live["pid"], self.config.port)
+        for pid in self._servers():
+            _stop(pid, self.config.port)
         (self.dir / "live.json").unlink(missing_ok=True)
-        for ready in self.dir.glob("*.ready"):  # candidates a killed run left behind
-            with contextlib.suppress(ValueError, OSError, KeyError):
-                _stop(json.loads(ready.read_text())["pid"], self.config.port)
+        for ready in self.dir.glob("*.ready"):
             ready.unlink(missing_ok=True)
 
     def describe(self) -> StageStatus:
@@ -178,6 +175,9 @@ class LocalProcessTarget:
         detail = f"pid {live['pid']}, version {live['version']}, since {live['since']}"
         if not alive:
             detail = f"process {live['pid']} is gone: redeploy or roll back"
+        strays = [pid for pid in self._servers() if pid != live["pid"]]
+        if strays:
+            detail += f"; {len(strays)} other server(s) of this stage still run (pids {strays}): a run was killed"
         return StageStatus(self.stage, self.kind, live["release_id"], self._endpoint(), healthy, detail)
 
     # --- helpers ----------------------------------------------------------------------------
@@ -194,6 +194,17 @@ class LocalProcessTarget:
         except FileNotFoundError:
             return None
         return live
+
+    def _servers(self) -> list[int]:
+        """Pids of every server process this stage started (found by their ready-file argument)."""
+        marker = str(self.dir) + os.sep
+        found = []
+        for proc in psutil.process_iter(["pid", "ppid", "cmdline"]):
+            cmdline = proc.info["cmdline"] or []
+            if "serving" in cmdline and any(arg.startswith(marker) for arg in cmdline):
+                found.append((proc.info["pid"], proc.info["ppid"]))
+        pids = {pid for pid, _ in found}
+        return sorted(pid for pid, ppid in found if ppid not in pids)  # group leaders, not their workers
 
     def _check_port_free_or_ours(self) -> None:
         port = self.config.port

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 from pydantic import SecretStr
 
@@ -68,3 +69,20 @@ def test_authenticated_endpoint_needs_its_key(state_dir: Path, releases: dict[st
     target = _target(state_dir, free_port(), None)
     with pytest.raises(ConfigError, match="requires an API key"):
         target.deploy(releases["v1"])
+
+
+def test_a_candidate_left_by_a_killed_run_is_reported_then_retired(
+    state_dir: Path, releases: dict[str, Release], api_key: str
+) -> None:
+    target = _target(state_dir, free_port(), api_key)
+    put_live(target, releases["v1"], 20)
+    orphan = target.wait_ready(target.deploy(releases["v2"]), 20)  # the run dies before promote
+    assert "1 other server(s) of this stage still run" in target.describe().detail
+    put_live(target, releases["v1"], 20)  # the next release retires it
+    assert (
+        not psutil.pid_exists(int(orphan.handle["pid"]))
+        or psutil.Process(int(orphan.handle["pid"])).status() == psutil.STATUS_ZOMBIE
+    )
+    assert "other server" not in target.describe().detail
+    target.teardown()
+    assert target.describe().release_id is None
