@@ -20,6 +20,7 @@ demo: $(BIN)/slipway
 
 ## test: the whole suite, with every service it needs started by the project's scripts
 test: $(BIN)/slipway
+	bash scripts/services/test-services.sh
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q -p no:cacheprovider
@@ -34,3 +35,20 @@ bench: $(BIN)/slipway
 ## clean-demo: stop the demo's servers
 clean-demo: $(BIN)/slipway
 	$(BIN)/slipway teardown $(SPEC)
+
+.PHONY: server server-down server-status
+
+## server: a Prefect server + worker with prefect.yaml applied, MLflow (SQLite) + the webhook receiver
+##         (needs SLIPWAY_WEBHOOK_SECRET and SLIPWAY_API_KEY; see docs/operations.md)
+server: $(BIN)/slipway
+	@[ -n "$$MLFLOW_TRACKING_URI" ] || export MLFLOW_TRACKING_URI=http://127.0.0.1:$${SLIPWAY_MLFLOW_PORT:-5500}; \
+	 bash scripts/services/mlflow.sh up && bash scripts/services/prefect.sh up
+
+## server-down: stop what `make server` started
+server-down:
+	bash scripts/services/prefect.sh down
+	bash scripts/services/mlflow.sh down
+
+## server-status: what of `make server` runs
+server-status:
+	@bash scripts/services/mlflow.sh status; bash scripts/services/prefect.sh status

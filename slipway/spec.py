@@ -37,7 +37,7 @@ class ModelSource(_Strict):
     )
     samples: str = Field(
         default="",
-        description="JSON file with example rows: {\"inputs\": [...], \"expected\": [...]} ('expected' optional). "
+        description='JSON file with example rows: {"inputs": [...], "expected": [...]} (\'expected\' optional). '
         "Golden samples are computed from it at packaging time. Optional for MLflow models with an input example.",
     )
 
@@ -72,8 +72,73 @@ class LocalTarget(_TargetBase):
     workers: int = Field(default=1, ge=1, le=16, description="Server worker processes.")
 
 
-TARGET_CONFIGS: tuple[type[_Strict], ...] = (LocalTarget,)
-TargetConfig = Annotated[LocalTarget, Field(discriminator="kind")]
+class DockerTarget(_TargetBase):
+    """The VM pattern on any Docker Engine the SDK reaches: staging is a container on its own port,
+    production a blue/green pair of containers behind an nginx reverse proxy on a stable port."""
+
+    kind: Literal["docker"] = "docker"
+    host: str = Field(
+        default="",
+        pattern=r"^$|^(unix|tcp|ssh)://.+",
+        description="Docker Engine URL: empty for DOCKER_HOST or the local socket; ssh://user@host[:port]; tcp://...",
+    )
+    port: int = Field(ge=1024, le=65535, description="Stage port on the Docker host (production: the proxy).")
+    bind_address: str = Field(default="127.0.0.1", description="Host address ports are published on.")
+    public_host: str = Field(
+        default="", description="Name this machine reaches the Docker host by; empty: the ssh host, else 127.0.0.1."
+    )
+    workers: int = Field(default=1, ge=1, le=16, description="Server worker processes per container.")
+    memory: str = Field(default="512m", pattern=r"^[0-9]+[bkmg]?$", description="Memory limit per container.")
+    cpus: float = Field(default=1.0, gt=0, le=64, description="CPU limit per container.")
+    restart_policy: Literal["no", "on-failure", "unless-stopped", "always"] = Field(
+        default="unless-stopped", description="Restart policy of the live containers."
+    )
+    log_max_size: str = Field(default="10m", pattern=r"^[0-9]+[kmg]$", description="json-file log rotation size.")
+    log_max_files: int = Field(default=3, ge=1, le=100, description="json-file log files kept.")
+    keep_previous_s: float = Field(
+        default=3600, ge=0, description="How long the previous production container is kept for an instant rollback."
+    )
+    proxy_image: str = Field(default="slipway/nginx:bookworm", description="nginx image of production's proxy.")
+    registry_credentials: str = Field(
+        default="", description="Env prefix or Prefect Secret block of the pull credentials; empty: none."
+    )
+
+
+class Ec2Target(_TargetBase):
+    """The VM pattern on AWS EC2: one instance per release, running the image by digest with Docker."""
+
+    kind: Literal["ec2"] = "ec2"
+    region: str = Field(default="us-east-1", description="AWS region.")
+    endpoint_url: str = Field(default="", description="EC2 API endpoint override (moto in tests).")
+    ami: str = Field(pattern=r"^ami-[0-9a-f]+$", description="AMI to launch (Debian, Ubuntu or Amazon Linux).")
+    instance_type: str = Field(default="t3.small", description="Instance type.")
+    subnet_id: str = Field(default="", description="Subnet to launch in; empty: the default VPC's default subnet.")
+    vpc_id: str = Field(default="", description="VPC of the security group; empty: the default VPC.")
+    port: int = Field(default=8000, ge=1, le=65535, description="Serving port opened on the instance.")
+    allowed_cidr: str = Field(description="The only CIDR the serving port is opened to, e.g. 203.0.113.0/24.")
+    registry_credentials: str = Field(
+        default="", description="Env prefix or Prefect Secret block of the credentials the instance pulls with."
+    )
+    instance_profile: str = Field(
+        default="", description="Instance profile whose role may read the stage's SSM parameters (the secrets)."
+    )
+    ready_timeout_s: float = Field(default=600.0, gt=0, description="How long to wait for running and /ready.")
+
+    @model_validator(mode="after")
+    def _cidr(self) -> Ec2Target:
+        import ipaddress
+
+        try:
+            ipaddress.ip_network(self.allowed_cidr)
+        except ValueError:
+            raise ValueError(f"allowed_cidr {self.allowed_cidr!r} is not a CIDR such as 203.0.113.0/24") from None
+        return self
+
+
+TARGET_CONFIGS: tuple[type[_Strict], ...] = (LocalTarget, DockerTarget, Ec2Target)
+TargetConfig = Annotated[
+    LocalTarget | DockerTarget | Ec2Target, Field(discriminator="kind")
+]
 """Every target kind: a new kind is added to this union, to ``TARGET_CONFIGS`` and as a case in
 ``targets.make_target`` (whose exhaustive ``match`` makes a missing case a type error)."""
 
@@ -140,9 +205,7 @@ class ReleaseSpec(_Strict):
     def _distinct_stages(self) -> ReleaseSpec:
         s, p = self.staging, self.production
         if isinstance(s, LocalTarget) and isinstance(p, LocalTarget) and s.port == p.port:
-            raise ValueError(
-                f"staging and production both use port {s.port}: give each stage its own port"
-            )
+            raise ValueError(f"staging and production both use port {s.port}: give each stage its own port")
         return self
 
     def resolve(self, path: str) -> Path:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import assert_never
 
+from slipway.spec import DockerTarget as DockerConfig
+from slipway.spec import Ec2Target as Ec2Config
 from slipway.spec import LocalTarget as LocalConfig
 from slipway.spec import TargetConfig
 from targets.base import Target, TargetContext
@@ -15,5 +17,13 @@ def make_target(config: TargetConfig, ctx: TargetContext) -> Target:
     match config:
         case LocalConfig():
             return LocalProcessTarget(config, ctx)
+        case DockerConfig():
+            from targets.docker import DockerHostTarget
+
+            return DockerHostTarget(config, ctx)
+        case Ec2Config():
+            from targets.ec2 import Ec2InstanceTarget
+
+            return Ec2InstanceTarget(config, ctx)
         case _:
             assert_never(config)

@@ -1,33 +1,175 @@
 """Build and push steps: the serving image for targets that run images.
 
 For targets that take a package rather than an image (``local``) both steps are no-ops and the
-release carries no image. Once pushed, an image is only ever referred to by digest (``ImageRef``),
-so production is switched to exactly the bytes that passed the gate.
+release carries no image. The build runs on the engine of ``DOCKER_HOST`` (default: the local
+socket) through the Docker SDK; see ``tasks._build`` for the layers. The push reads the digest
+back from the registry and from then on the image is only ever referred to by digest
+(``ImageRef``), so production is switched to exactly the bytes that passed the gate.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+import re
+import shutil
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
-from prefect import task
+import docker
+import docker.errors
+from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
+from prefect.exceptions import MissingContextError
 
+from slipway.errors import ConfigError, TargetError, TransientTargetError
+from slipway.settings import get_settings
 from slipway.spec import ReleaseSpec
+from targets._engine import connect, map_error
+from targets._registry import check_registry, resolve_credentials
 from targets.base import ImageRef, Target
 from tasks import TASK_OPTIONS
+from tasks._build import DEPS_DOCKERFILE, Log, deps_key, prepare_wheels, requirements, run_build
+from tasks._build import write_serving_context as _write_context
 from tasks.package import ModelPackage
+
+_log = logging.getLogger("slipway.image")
 
 
 def needs_image(targets: Sequence[Target]) -> bool:
     return any(t.capabilities.needs_image for t in targets)
 
 
+def repository_of(spec: ReleaseSpec) -> str:
+    return f"{spec.image.repository.rstrip('/')}/{spec.model.name}"
+
+
+def tag_of(package: ModelPackage) -> str:
+    version = re.sub(r"[^A-Za-z0-9_.-]", "_", package.manifest.version).lstrip(".-")[:100] or "v"
+    return f"{version}-{package.sha256[:12]}"
+
+
+def labels_of(spec: ReleaseSpec, package: ModelPackage) -> dict[str, str]:
+    m = package.manifest
+    return {
+        "org.opencontainers.image.title": m.name,
+        "org.opencontainers.image.version": m.version,
+        "org.opencontainers.image.created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "org.opencontainers.image.revision": m.sha256,
+        "org.opencontainers.image.description": f"Slipway model server for {m.name} {m.version}",
+        "org.opencontainers.image.base.name": spec.image.base,
+        "io.slipway.model": m.name,
+        "io.slipway.version": m.version,
+        "io.slipway.sha256": m.sha256,
+        "io.slipway.spec-hash": spec.spec_hash,
+    }
+
+
+def build(spec: ReleaseSpec, package: ModelPackage, *, log: Log = _log.info, cache_dir: Path | None = None) -> str:
+    """Build the serving image of ``package``; returns its local reference ``repository:tag``."""
+    client = connect("", target="image", operation="build")
+    base = spec.image.base
+    try:
+        base_id = str(client.images.get(base).id)
+    except docker.errors.ImageNotFound:
+        raise ConfigError(
+            f"the base image {base!r} is not on the Docker Engine (images are never pulled implicitly)",
+            hint="build the local base with scripts/images/base.sh, `docker pull` it, or fix image.base in the spec",
+        ) from None
+    except docker.errors.DockerException as exc:
+        raise map_error(exc, target="image", operation="build", resource=base) from exc
+    reqs = requirements(package.manifest.framework)
+    key = deps_key(base_id, reqs)
+    deps_image = f"slipway/deps:{key}"
+    cache = cache_dir or get_settings().path("wheels")
+    ref = f"{repository_of(spec)}:{tag_of(package)}"
+    try:
+        if not client.images.list(name=deps_image):
+            wheels = prepare_wheels(cache / key, reqs, log)
+            log(f"building the dependency layer {deps_image} (once per requirement set)")
+            with tempfile.TemporaryDirectory(prefix="slipway-deps-") as tmp:
+                ctx = Path(tmp)
+                (ctx / "Dockerfile").write_text(DEPS_DOCKERFILE.format(base=base))
+                _link_tree(wheels, ctx / "wheels")
+                run_build(_stream(client, ctx, deps_image, {"io.slipway.deps": key}), log, resource=deps_image)
+        log(f"building {ref}")
+        with tempfile.TemporaryDirectory(prefix="slipway-image-") as tmp:
+            ctx = Path(tmp)
+            _write_context(ctx, package.dir, package.manifest.artifact_file, deps_image)
+            image_id = run_build(_stream(client, ctx, ref, labels_of(spec, package)), log, resource=ref)
+    except docker.errors.DockerException as exc:
+        raise map_error(exc, target="image", operation="build", resource=ref) from exc
+    finally:
+        client.close()
+    log(f"built {ref} ({image_id[:19]})")
+    return ref
+
+
+def push(spec: ReleaseSpec, ref: str, *, log: Log = _log.info) -> ImageRef:
+    """Push ``repository:tag`` and return the image pinned by the digest the registry reports."""
+    repository, _, tag = ref.rpartition(":")
+    creds = resolve_credentials(spec.image.registry_credentials)
+    check_registry(repository, creds, operation="push")
+    client = connect("", target="image", operation="push")
+    digest, pushed, reused = "", 0, 0
+    try:
+        stream = client.api.push(repository, tag=tag, stream=True, decode=True,
+                                 auth_config=creds.auth_config() if creds else None)  # fmt: skip
+        for chunk in stream:
+            status = str(chunk.get("status", ""))
+            pushed += status == "Pushed"
+            reused += status == "Layer already exists"
+            if "error" in chunk or "errorDetail" in chunk:
+                message = (chunk.get("errorDetail") or {}).get("message") or chunk.get("error")
+                raise TransientTargetError(
+                    f"the push of {ref} failed after {pushed} uploaded layer(s): {message}",
+                    target="image", operation="push", resource=ref,
+                    hint="nothing is deployed from a failed push; the registry keeps no half image: release again",
+                )  # fmt: skip
+            aux = chunk.get("aux")
+            if isinstance(aux, dict) and "Digest" in aux:
+                digest = str(aux["Digest"])
+    except docker.errors.DockerException as exc:
+        raise map_error(exc, target="image", operation="push", resource=ref) from exc
+    finally:
+        client.close()
+    if not digest.startswith("sha256:"):
+        raise TargetError(f"the registry reported no digest for {ref}", target="image", operation="push", resource=ref)
+    image = ImageRef(repository, digest)
+    log(f"pushed {image} ({pushed} layer(s) uploaded, {reused} already there)")
+    return image
+
+
+def _stream(client: docker.DockerClient, ctx: Path, tag: str, labels: dict[str, str]) -> Iterable[Mapping[str, Any]]:
+    return client.api.build(
+        path=str(ctx), tag=tag, rm=True, forcerm=True, pull=False, decode=True, labels=labels)
+
+
+def _link_tree(src: Path, dst: Path) -> None:
+    dst.mkdir(parents=True)
+    for f in src.iterdir():
+        if f.is_file():
+            try:
+                (dst / f.name).hardlink_to(f)
+            except OSError:  # another file system
+                shutil.copy2(f, dst / f.name)
+
+
+def _logger() -> Log:
+    try:
+        return get_run_logger().info
+    except MissingContextError:
+        return _log.info
+
+
 @task(name="build image", cache_policy=NONE, **TASK_OPTIONS)
 def build_image(spec: ReleaseSpec, package: ModelPackage, targets: Sequence[Target]) -> str | None:
-    """Build the image of ``package``; returns its local id, or None when no stage runs images."""
+    """Build the image of ``package``; returns ``repository:tag``, or None when no stage runs images."""
     if not needs_image(targets):
         return None
-    raise NotImplementedError("image build: see issue 3")  # pragma: no cover
+    return build(spec, package, log=_logger())
 
 
 @task(name="push image", cache_policy=NONE, **TASK_OPTIONS)
@@ -35,4 +177,4 @@ def push_image(spec: ReleaseSpec, image_id: str | None) -> ImageRef | None:
     """Push a built image; returns it pinned by digest, or None when there is no image."""
     if image_id is None:
         return None
-    raise NotImplementedError("image push: see issue 3")  # pragma: no cover
+    return push(spec, image_id, log=_logger())

@@ -42,7 +42,12 @@ def releases(write_spec: SpecWriter, iris_model_v2: Path, tmp_path: Path) -> dic
     }
 
 
-@pytest.fixture(params=["local"])
+@pytest.fixture(
+    params=[
+        "local",
+        pytest.param("docker", marks=pytest.mark.docker),
+    ]
+)
 def target_factory(request: pytest.FixtureRequest, state_dir: Path, api_key: str) -> Iterator[TargetFactory]:
     made: list[Target] = []
 
@@ -51,6 +56,11 @@ def target_factory(request: pytest.FixtureRequest, state_dir: Path, api_key: str
         match request.param:
             case "local":
                 target = make_target(LocalTarget(port=free_port(), ready_timeout_s=20), ctx)
+            case "docker":
+                from slipway.spec import DockerTarget
+                from tests.docker.helpers import docker_target
+
+                target = docker_target(DockerTarget(port=free_port(), keep_previous_s=600), ctx)
         made.append(target)
         return target
 
