@@ -109,14 +109,16 @@ class SlipwayApp:
                 else:
                     response = await self._handle_predict(scope, receive)
             else:
-                response = self._dispatch(scope, path)
                 if path not in self._routes:
                     path = _OTHER_PATH
+                response = self._dispatch(scope, scope["path"])
         except Exception as exc:  # a bug must cost one request, never the process or a bare 500
-            _log.exception("internal error on %s", path)
+            _log.exception("internal error on %s", scope["path"])
             response = (500, _error(f"internal server error: {type(exc).__name__}"), [_CONTENT_JSON])
         status, body, headers = response
         headers.append((b"content-length", b"%d" % len(body)))
+        if not self.ready:  # draining: have keep-alive clients reconnect (to the next release)
+            headers.append((b"connection", b"close"))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
         self.metrics.observe(path, status, _perf_counter() - start)

@@ -65,6 +65,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-auth", action="store_true", help="serve without API key (deliberately)")
     parser.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES)
     parser.add_argument("--graceful-timeout", type=int, default=30, help="seconds to finish requests on SIGTERM")
+    parser.add_argument(
+        "--loop", default="uvloop", choices=["uvloop", "asyncio"], help="event loop (default uvloop; see BENCHMARKS)"
+    )
     parser.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"])
     return parser
 
@@ -127,7 +130,7 @@ def _config(app: SlipwayApp, args: argparse.Namespace) -> uvicorn.Config:
     have = importlib.util.find_spec
     return uvicorn.Config(
         app,
-        loop="uvloop" if have("uvloop") else "asyncio",
+        loop=args.loop if have(args.loop) else "asyncio",
         http="httptools" if have("httptools") else "h11",
         ws="none",
         lifespan="off",

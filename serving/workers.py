@@ -7,6 +7,7 @@ SIGTERM/SIGINT to the workers for uvicorn's graceful shutdown, and exits 0 once 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import select
@@ -22,12 +23,21 @@ import uvicorn
 from serving import SERVER_NAME
 from serving.app import SlipwayApp
 
+DRAIN_SECONDS = 0.5
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
 _STARTUP_TIMEOUT = 120.0
 
 
 class _Server(uvicorn.Server):
-    """uvicorn's server, plus: a callback once it accepts, and /ready → 503 while it drains."""
+    """uvicorn's server, plus: a callback once it accepts, and a drain before uvicorn's shutdown.
+
+    On SIGTERM: /ready answers 503 and responses carry ``Connection: close``; the connections the
+    kernel has already queued on our listeners are accepted and the listeners closed in one go (no
+    await in between), so with SO_REUSEPORT new connections go to the other release, and none sit in
+    a closing accept queue (the kernel resets those); then ``DRAIN_SECONDS`` for just-accepted and
+    keep-alive clients to get their answers; then uvicorn's shutdown (idle connections closed,
+    in-flight requests finished).
+    """
 
     def __init__(self, config: uvicorn.Config, app: SlipwayApp, on_started: Callable[[], None]) -> None:
         super().__init__(config)
@@ -42,6 +52,37 @@ class _Server(uvicorn.Server):
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         self._app.ready = False
         super().handle_exit(sig, frame)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self._app.ready = False
+        try:
+            await self._drain(sockets or [])
+        except Exception as exc:  # best effort: uvicorn's own shutdown still runs
+            _say(f"warning: draining the listeners failed ({type(exc).__name__}: {exc})")
+        await super().shutdown(sockets=sockets)
+
+    async def _drain(self, sockets: list[socket.socket]) -> None:
+        loop = asyncio.get_running_loop()
+        accepted: list[socket.socket] = []
+        for sock in sockets:
+            if sock.fileno() < 0:
+                continue
+            sock.setblocking(False)
+            with contextlib.suppress(BlockingIOError, InterruptedError):
+                while True:
+                    accepted.append(sock.accept()[0])
+        for server in self.servers:
+            server.close()  # closes the listening sockets
+        config, state = self.config, self.server_state
+
+        def protocol() -> asyncio.Protocol:
+            return config.http_protocol_class(  # type: ignore[call-arg]
+                config=config, server_state=state, app_state=self.lifespan.state, _loop=loop
+            )
+
+        for conn in accepted:
+            await loop.connect_accepted_socket(protocol, conn)
+        await asyncio.sleep(DRAIN_SECONDS)
 
 
 def serve(
@@ -77,6 +118,8 @@ def run_workers(
         nonlocal stopping
         stopping = True
         app.ready = False
+        for sock in sockets:  # once the workers close theirs, the listeners are gone, not orphaned
+            sock.close()
         for pid in list(children):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from typing import Any
@@ -143,7 +144,9 @@ def test_wrong_method_and_unknown_path(server: Server) -> None:
 def test_auth_rejects(server: Server, headers: dict[str, str]) -> None:
     headers = {name: value.format(key=server.key) for name, value in headers.items()}
     for path in ("/predict", "/metadata", "/metrics", "/nope"):
-        response = httpx.request("POST" if path == "/predict" else "GET", server.url + path, json={"inputs": ROW}, headers=headers)
+        response = httpx.request(
+            "POST" if path == "/predict" else "GET", server.url + path, json={"inputs": ROW}, headers=headers
+        )
         assert_error(response, 401, "Authorization: Bearer", "X-API-Key")
         assert response.headers["www-authenticate"].startswith("Bearer")
 
@@ -224,7 +227,7 @@ def test_metrics_reflect_requests(server: Server, iris: tuple[Any, list[list[flo
         if name == "slipway_request_duration_seconds_bucket" and ("path", "/predict") in labels
     )
     assert buckets[-1] == (float("inf"), after[count])
-    assert all(a[1] <= b[1] for a, b in zip(buckets, buckets[1:], strict=False))  # cumulative
+    assert all(a[1] <= b[1] for a, b in itertools.pairwise(buckets))  # cumulative
     assert after[("slipway_request_duration_seconds_sum", frozenset({("path", "/predict")}))] > 0
     info = {labels: v for (name, labels), v in after.items() if name == "slipway_model_info"}
     assert info == {frozenset({("name", "iris"), ("version", "1"), ("sha256", server.ready["sha256"])}): 1.0}
