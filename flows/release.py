@@ -8,16 +8,20 @@ every run, passed or failed. Every attempt is in the ledger with its outcome and
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from typing import Annotated, cast
 
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
+from prefect.states import Cancelled
+from pydantic import Field
 
 from slipway.errors import GateFailed
 from slipway.ledger import Outcome, ReleaseRecord
 from slipway.locking import model_lock
 from slipway.pipeline import Pipeline, open_pipeline
+from slipway.registry import pin_version, superseded
 from targets.base import Deployment, Release
 from tasks.gate import GateReport, gate
 from tasks.image import build_image, push_image
@@ -33,17 +37,34 @@ class ReleaseResult:
     report: GateReport
 
 
+RegistryVersion = Annotated[
+    str,
+    Field(
+        pattern=r"^([0-9]+)?$",
+        description="MLflow registry version to release instead of the spec's (models:/ sources only); "
+        "empty: the spec's. A version that a newer one (or the alias) has superseded is skipped.",
+    ),
+]
+
+
 @flow(name="release", log_prints=True)
-def release(spec_path: str, trigger: str = "manual") -> ReleaseResult:
+def release(spec_path: str, trigger: str = "manual", version: RegistryVersion = "") -> ReleaseResult:
     """Release the model of the spec at ``spec_path`` to production, through staging and the gate.
 
     Args:
         spec_path: Path of the release spec (slipway.yaml) on the machine that runs the flow.
         trigger: What started this run (manual, schedule, or the id of the event), for the ledger.
+        version: MLflow registry version to release instead of the spec's; empty for the spec's.
     """
     p = open_pipeline(spec_path)
+    source = p.spec.model.source
+    if version:
+        p = replace(p, spec=pin_version(p.spec, version))
     p.ledger.check_writable()
     with model_lock(p.settings.path("locks"), p.model, timeout_s=p.settings.lock_timeout_s, purpose="deploy"):
+        if version and (reason := superseded(source, version)):
+            get_run_logger().info("version %s not released: %s", version, reason)
+            return cast(ReleaseResult, Cancelled(message=f"version {version} superseded: {reason}"))
         pkg = package(p.spec, p.settings.path("packages"))
         image_id = build_image(p.spec, pkg, [p.staging, p.production])
         image = push_image(p.spec, image_id)

@@ -194,6 +194,36 @@ def recommend(
     out.print(f"Slipway targets: {r.targets}")
 
 
+webhooks_app = typer.Typer(help="Event-driven redeploys: MLflow registry webhooks → Prefect events.")
+app.add_typer(webhooks_app, name="webhooks")
+
+
+@webhooks_app.command("serve")
+def webhooks_serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8787,
+    max_age_s: Annotated[float, typer.Option(help="Oldest delivery timestamp accepted, in seconds.")] = 300.0,
+) -> None:
+    """Receive MLflow's webhooks on POST /mlflow; emit a Prefect event per verified registry change."""
+    from slipway.webhooks import serve
+
+    with _clear_errors():
+        serve(host, port, max_age_s=max_age_s)
+
+
+@webhooks_app.command("register")
+def webhooks_register(
+    url: Annotated[str, typer.Argument(help="The receiver's URL, e.g. https://slipway.example.com/mlflow.")],
+    name: Annotated[str, typer.Option(help="Name of the MLflow webhook.")] = "slipway",
+) -> None:
+    """Create the MLflow webhook that posts to URL (once; MLFLOW_TRACKING_URI, SLIPWAY_WEBHOOK_SECRET)."""
+    from slipway.webhooks import register
+
+    with _clear_errors():
+        created = register(url, name)
+    out.print(f"MLflow webhook {name!r} → {url}: " + ("created" if created else "already registered"))
+
+
 def _where(config: object) -> str:
     port = getattr(config, "port", None)
     return f"http://127.0.0.1:{port}" if port else type(config).__name__

@@ -121,7 +121,7 @@ def run_gate(
     smoke_failures: list[str] = []
     load = gate.load
     if gate.smoke:
-        smoke_failures = _smoke(url, env, report_dir)
+        smoke_failures = run_smoke(url, env, report_dir)
         if smoke_failures:  # wrong answers fail the gate whatever the load figures: skip the load phase
             return GateReport(deployment.release.id, smoke_failures, 0, 0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0,
                               load.processes, load.users, 0.0)  # fmt: skip
@@ -210,7 +210,8 @@ def _aggregated(path: Path) -> dict[str, str]:
     raise TargetError(f"no aggregated row in {path}", target="gate", operation="read", resource=str(path))
 
 
-def _smoke(url: str, env: dict[str, str], report_dir: Path) -> list[str]:
+def run_smoke(url: str, env: dict[str, str], report_dir: Path) -> list[str]:
+    """The smoke phase alone: every golden sample once; returns the failures (empty: passed)."""
     verdict = report_dir / "smoke.json"
     verdict.unlink(missing_ok=True)
     _locust(url, "SmokeUser", ["-u", "1", "-r", "1", "-t", "120s"], env | {"SLIPWAY_GATE_SMOKE_REPORT": str(verdict)},
