@@ -135,9 +135,50 @@ class Ec2Target(_TargetBase):
         return self
 
 
-TARGET_CONFIGS: tuple[type[_Strict], ...] = (LocalTarget, DockerTarget, Ec2Target)
+class KubernetesTarget(_TargetBase):
+    """Any Kubernetes cluster reached through a kubeconfig and context: per release a Deployment, a
+    PodDisruptionBudget, a HorizontalPodAutoscaler and a Secret; per stage a Service in its namespace."""
+
+    kind: Literal["kubernetes"] = "kubernetes"
+    kubeconfig: str = Field(
+        default="", description="Path of the kubeconfig; empty: $KUBECONFIG, ~/.kube/config, else in-cluster."
+    )
+    context: str = Field(default="", description="Context of the kubeconfig to use; empty: its current context.")
+    namespace: str = Field(
+        default="", pattern=r"^$|^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$",
+        description="Namespace of the stage; empty: slipway-<stage>. Give each stage its own.",
+    )  # fmt: skip
+    create_namespace: bool = Field(default=True, description="Create the namespace when it does not exist.")
+    strategy: Literal["blue_green", "rolling"] = Field(
+        default="blue_green",
+        description="blue_green: a Deployment per release, the Service switched once it is ready; "
+        "rolling: one Deployment updated in place with maxUnavailable 0.",
+    )
+    replicas: int = Field(default=2, ge=1, le=100, description="Pods per release (the autoscaler's minimum).")
+    max_replicas: int = Field(default=4, ge=1, le=1000, description="The autoscaler's maximum.")
+    target_cpu_percent: int = Field(default=70, ge=1, le=100, description="The autoscaler's CPU utilisation target.")
+    workers: int = Field(default=1, ge=1, le=16, description="Server worker processes per pod.")
+    cpu_request: str = Field(default="250m", pattern=r"^[0-9.]+m?$", description="CPU request per pod.")
+    cpu_limit: str = Field(default="1", pattern=r"^[0-9.]+m?$", description="CPU limit per pod.")
+    memory_request: str = Field(default="256Mi", pattern=r"^[0-9]+(Ki|Mi|Gi)?$", description="Memory request.")
+    memory_limit: str = Field(default="512Mi", pattern=r"^[0-9]+(Ki|Mi|Gi)?$", description="Memory limit per pod.")
+    image_pull_secret: str = Field(default="", description="Existing docker-registry Secret to pull with; empty: none.")
+    local_port: int = Field(
+        default=0, ge=0, le=65535, description="Port on 127.0.0.1 the stage is forwarded to; 0: an ephemeral one."
+    )
+    drain_s: float = Field(default=2.0, ge=0, le=60, description="preStop delay so that traffic leaves a pod first.")
+    ready_timeout_s: float = Field(default=180.0, gt=0, description="How long to wait for the rollout.")
+
+    @model_validator(mode="after")
+    def _replicas(self) -> KubernetesTarget:
+        if self.max_replicas < self.replicas:
+            raise ValueError(f"max_replicas ({self.max_replicas}) is below replicas ({self.replicas}): raise it")
+        return self
+
+
+TARGET_CONFIGS: tuple[type[_Strict], ...] = (LocalTarget, DockerTarget, Ec2Target, KubernetesTarget)
 TargetConfig = Annotated[
-    LocalTarget | DockerTarget | Ec2Target, Field(discriminator="kind")
+    LocalTarget | DockerTarget | Ec2Target | KubernetesTarget, Field(discriminator="kind")
 ]
 """Every target kind: a new kind is added to this union, to ``TARGET_CONFIGS`` and as a case in
 ``targets.make_target`` (whose exhaustive ``match`` makes a missing case a type error)."""

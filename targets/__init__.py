@@ -6,6 +6,7 @@ from typing import assert_never
 
 from slipway.spec import DockerTarget as DockerConfig
 from slipway.spec import Ec2Target as Ec2Config
+from slipway.spec import KubernetesTarget as KubernetesConfig
 from slipway.spec import LocalTarget as LocalConfig
 from slipway.spec import TargetConfig
 from targets.base import Target, TargetContext
@@ -25,5 +26,9 @@ def make_target(config: TargetConfig, ctx: TargetContext) -> Target:
             from targets.ec2 import Ec2InstanceTarget
 
             return Ec2InstanceTarget(config, ctx)
+        case KubernetesConfig():
+            from targets.kubernetes import KubernetesClusterTarget
+
+            return KubernetesClusterTarget(config, ctx)
         case _:
             assert_never(config)

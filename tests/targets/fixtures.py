@@ -42,10 +42,17 @@ def releases(write_spec: SpecWriter, iris_model_v2: Path, tmp_path: Path) -> dic
     }
 
 
+def _kubernetes_marks() -> list[pytest.MarkDecorator]:
+    from tests.kubernetes.cluster import FIRST_RUN_TIMEOUT_S
+
+    return [pytest.mark.kubernetes, pytest.mark.docker, pytest.mark.timeout(FIRST_RUN_TIMEOUT_S)]
+
+
 @pytest.fixture(
     params=[
         "local",
         pytest.param("docker", marks=pytest.mark.docker),
+        pytest.param("kubernetes", marks=_kubernetes_marks()),
     ]
 )
 def target_factory(request: pytest.FixtureRequest, state_dir: Path, api_key: str) -> Iterator[TargetFactory]:
@@ -61,6 +68,10 @@ def target_factory(request: pytest.FixtureRequest, state_dir: Path, api_key: str
                 from tests.docker.helpers import docker_target
 
                 target = docker_target(DockerTarget(port=free_port(), keep_previous_s=600), ctx)
+            case "kubernetes":
+                from tests.kubernetes.cluster import kubernetes_target, namespace
+
+                target = kubernetes_target(namespace(f"{request.node.name}-{stage.value}"), ctx)
         made.append(target)
         return target
 
