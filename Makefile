@@ -2,7 +2,8 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-SPEC   := examples/iris/slipway.yaml
+TARGET ?= local
+SPEC   := examples/iris/slipway$(if $(filter-out local,$(TARGET)),-$(TARGET)).yaml
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
 .PHONY: demo test lint bench clean-demo
@@ -13,10 +14,10 @@ $(BIN)/slipway: pyproject.toml
 	$(BIN)/pip install -q -e '.[dev,mlflow]'
 	@touch $@
 
-## demo: install, train the example model, run the whole pipeline on the local target
+## demo: install, train the example model, run the whole pipeline (TARGET=local|docker|kubernetes)
 demo: $(BIN)/slipway
 	@$(BIN)/python examples/iris/train.py >/dev/null
-	@bash scripts/demo.sh $(SPEC)
+	@bash scripts/demo.sh $(TARGET) $(SPEC)
 
 ## test: the whole suite, with every service it needs started by the project's scripts
 test: $(BIN)/slipway

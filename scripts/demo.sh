@@ -1,21 +1,47 @@
 #!/usr/bin/env bash
-# The demo: release the example model to a live local endpoint, then call it with its API key.
+# The demo: release the example model to a live production endpoint, then call it with its API key.
+# Usage: demo.sh TARGET SPEC, TARGET one of local, docker, kubernetes (what `make demo TARGET=...` passes).
 # The key is never printed: set SLIPWAY_API_KEY yourself before `make demo` to call the endpoint later.
 set -euo pipefail
-spec=${1:?usage: demo.sh SPEC}
+target=${1:?usage: demo.sh TARGET SPEC}
+spec=${2:?usage: demo.sh TARGET SPEC}
+here=$(cd "$(dirname "$0")" && pwd)
 if [ -z "${SLIPWAY_API_KEY:-}" ]; then
   SLIPWAY_API_KEY=$(python3 -c 'import secrets; print(secrets.token_hex(24))')
   export SLIPWAY_API_KEY
   generated=1
 fi
+case $target in
+  local) ;;
+  docker) "$here/services/test-services.sh" ;;
+  kubernetes)
+    "$here/services/test-services.sh"
+    "$here/k8s/build.sh"
+    "$here/k8s/up.sh"
+    # shellcheck source=k8s/env.sh
+    . "$here/k8s/env.sh"
+    ;;
+  *) echo "unknown TARGET '$target': use local, docker or kubernetes" >&2; exit 2 ;;
+esac
 .venv/bin/slipway deploy "$spec"
-url=$(.venv/bin/python -c 'import sys, yaml; print("http://127.0.0.1:%d" % yaml.safe_load(open(sys.argv[1]))["production"]["port"])' "$spec")
+
+forward_pid=
+if [ "$target" = kubernetes ]; then  # the Service is inside the cluster: forward it to 127.0.0.1
+  ns=$(.venv/bin/python -c 'import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))["production"]["namespace"])' "$spec")
+  "$KUBECTL" -n "$ns" port-forward --address 127.0.0.1 svc/iris 8300:80 >/dev/null 2>&1 &
+  forward_pid=$!
+  trap 'kill $forward_pid 2>/dev/null || true' EXIT
+  sleep 2
+  url=http://127.0.0.1:8300
+else
+  url=$(.venv/bin/python -c 'import sys, yaml; print("http://127.0.0.1:%d" % yaml.safe_load(open(sys.argv[1]))["production"]["port"])' "$spec")
+fi
+body='{"inputs": [[6.3, 3.3, 6.0, 2.5]]}'
 echo
 echo "An authenticated call to production:"
-echo "  \$ curl -s -H \"Authorization: Bearer \$SLIPWAY_API_KEY\" -d '{\"inputs\": [[6.3, 3.3, 6.0, 2.5]]}' $url/predict"
-printf '  '; curl -s -H "Authorization: Bearer $SLIPWAY_API_KEY" -d '{"inputs": [[6.3, 3.3, 6.0, 2.5]]}' "$url/predict"; echo
+printf '  '; curl -s -H "Authorization: Bearer $SLIPWAY_API_KEY" -d "$body" "$url/predict"; echo
 echo "Without the key:"
-printf '  '; curl -s -o /dev/null -w 'HTTP %{http_code}\n' -d '{"inputs": [[6.3, 3.3, 6.0, 2.5]]}' "$url/predict"
+printf '  '; curl -s -o /dev/null -w 'HTTP %{http_code}\n' -d "$body" "$url/predict"
 if [ -n "${generated:-}" ]; then
   echo
   echo "This demo generated a throwaway API key and did not print it. To call the endpoint yourself,"

@@ -50,18 +50,20 @@ def deploy(spec: SpecArg, trigger: str = typer.Option("manual", help="Recorded i
 
     with _clear_errors():
         result = release(spec, trigger=trigger)
-    report = result.report
+    report, endpoint = result.report, result.production.endpoint
     out.print(_gate_table(report.checks, f"gate of {result.release.id}: passed"))
     out.print(
         f"production serves [bold]{result.release.model}[/] version [bold]{result.release.version}[/] "
-        f"(release {result.release.id}) at [bold]{result.production.endpoint.url}[/]"
+        f"(release {result.release.id}) at [bold]{endpoint.served_at or endpoint.url}[/]"
     )
-    p = open_pipeline(spec, need_key=False)
-    if result.production.endpoint.requires_auth:
+    if endpoint.served_at:  # endpoint.url was a forward owned by this command, closed as it exits
+        out.print("reach it from this machine with kubectl port-forward (see docs/targets/kubernetes.md)")
+    elif endpoint.requires_auth:
+        key_env = open_pipeline(spec, need_key=False).spec.auth.api_key_env
         body = _example_body(result.release.package_dir)
         out.print(
-            f'try: curl -s -H "Authorization: Bearer ${p.spec.auth.api_key_env}" '
-            f"-H 'Content-Type: application/json' -d '{body}' {result.production.endpoint.url}/predict",
+            f'try: curl -s -H "Authorization: Bearer ${key_env}" '
+            f"-H 'Content-Type: application/json' -d '{body}' {endpoint.url}/predict",
             highlight=False,
             soft_wrap=True,
         )

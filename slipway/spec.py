@@ -177,9 +177,7 @@ class KubernetesTarget(_TargetBase):
 
 
 TARGET_CONFIGS: tuple[type[_Strict], ...] = (LocalTarget, DockerTarget, Ec2Target, KubernetesTarget)
-TargetConfig = Annotated[
-    LocalTarget | DockerTarget | Ec2Target | KubernetesTarget, Field(discriminator="kind")
-]
+TargetConfig = Annotated[LocalTarget | DockerTarget | Ec2Target | KubernetesTarget, Field(discriminator="kind")]
 """Every target kind: a new kind is added to this union, to ``TARGET_CONFIGS`` and as a case in
 ``targets.make_target`` (whose exhaustive ``match`` makes a missing case a type error)."""
 

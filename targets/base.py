@@ -63,6 +63,9 @@ class Endpoint:
 
     url: str
     requires_auth: bool = True
+    # Where the stage is served to its users, when ``url`` is only a forward to 127.0.0.1 that this
+    # process owns (Kubernetes): e.g. "service iris in namespace slipway-production, port 80".
+    served_at: str = ""
 
 
 @dataclass(frozen=True)

@@ -213,7 +213,8 @@ class KubernetesClusterTarget:
         return obj.Names(self.ctx.model, self.stage.value, release, self.blue_green)
 
     def _stable(self) -> Endpoint:
-        return Endpoint(self._forwarder("", self._service_selector).url, self.ctx.requires_auth)
+        served_at = f"service {self.ctx.model} in namespace {self.namespace}, port 80"
+        return Endpoint(self._forwarder("", self._service_selector).url, self.ctx.requires_auth, served_at)
 
     def _forwarder(self, key: str, selector: Any) -> Forwarder:
         if key not in self._forwarders:

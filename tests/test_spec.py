@@ -69,3 +69,8 @@ def test_p99_below_p95(write_spec: SpecWriter) -> None:
 
 def test_secrets_cannot_be_put_in_the_spec(write_spec: SpecWriter) -> None:
     assert "auth.api_key: unknown key" in _error(write_spec(auth={"mode": "api_key", "api_key": "hunter2"}))
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLE_SPEC.parent.glob("slipway*.yaml")), ids=lambda p: p.name)
+def test_every_example_spec_is_valid(path: Path) -> None:
+    assert load_spec(path).model.name == "iris"
