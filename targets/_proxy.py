@@ -98,11 +98,12 @@ def reload(proxy: Container) -> str:
     return ""
 
 
-def serves(url: str, release: str) -> bool:
+def serves(url: str, release: str) -> bool | None:
+    """Whether a fresh connection is answered by ``release``'s configuration; None: no answer."""
     try:
-        resp = httpx.get(url + RELEASE_PATH, headers={"Connection": "close"}, timeout=1)
+        resp = httpx.get(url + RELEASE_PATH, headers={"Connection": "close"}, timeout=3)
     except httpx.HTTPError:
-        return False
+        return None
     return resp.status_code == 200 and resp.text == release
 
 
@@ -111,12 +112,15 @@ def wait_serving(url: str, release: str, timeout_s: float, *, settle: int = 8) -
 
     Right after a reload the old worker may still accept a connection or two before it has
     processed its shutdown signal; a run of fresh connections all answered by the new workers
-    shows the switch is complete.
+    shows the switch is complete. An answer from the old configuration starts the count again; no
+    answer at all (a busy machine) neither counts nor resets it.
     """
     deadline = time.monotonic() + timeout_s
     streak = 0
     while time.monotonic() < deadline:
-        streak = streak + 1 if serves(url, release) else 0
+        answer = serves(url, release)
+        if answer is not None:
+            streak = streak + 1 if answer else 0
         if streak >= settle:
             return True
         time.sleep(0.04)

@@ -37,6 +37,7 @@ from targets._registry import resolve_credentials
 from targets.base import Capabilities, Deployment, Endpoint, Release, Stage, StageStatus, TargetContext, put_live
 
 _SERVER_PORT = 8000
+_SWITCH_TIMEOUT_S = 30.0  # for the proxy to answer only from the new configuration after a reload
 _EXIT_REASONS = {2: "no API key or bad configuration", 3: "the package failed its start-up check", 4: "bind failed"}
 
 
@@ -265,8 +266,9 @@ class DockerHostTarget:
                 raise TargetError(f"the proxy refused the new configuration: {problem}", target=self.kind,
                                   operation="promote", resource=proxy.name or "",
                                   hint="production is unchanged")  # fmt: skip
-        if not _proxy.wait_serving(self._stable().url, release_id, 15):
-            raise TargetError(f"the proxy did not switch to release {release_id} within 15 s:\n{_tail(proxy)}",
+        if not _proxy.wait_serving(self._stable().url, release_id, _SWITCH_TIMEOUT_S):
+            raise TargetError(f"the proxy did not switch to release {release_id} within {_SWITCH_TIMEOUT_S:g} s:"
+                              f"\n{_tail(proxy)}",
                               target=self.kind, operation="promote", resource=proxy.name or "")  # fmt: skip
         if self._retire(new_state, now):
             _proxy.write_files(proxy, conf, new_state)
