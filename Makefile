@@ -31,7 +31,10 @@ lint: $(BIN)/slipway
 
 ## bench: the side-by-side benchmarks (figures go to BENCHMARKS.md)
 bench: $(BIN)/slipway
-	$(BIN)/python benchmarks/serving.py
+	$(BIN)/pip install -q -e '.[bench]'
+	bash scripts/services/test-services.sh
+	$(BIN)/python benchmarks/model_server.py --duration 10 --repeat 3
+	$(BIN)/python benchmarks/images.py
 
 ## clean-demo: stop the demo's servers
 clean-demo: $(BIN)/slipway

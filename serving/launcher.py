@@ -2,6 +2,7 @@
 
     python -m serving --package DIR [--host 127.0.0.1] [--port N] [--control-port 0]
                       [--ready-file PATH] [--workers 1] [--no-auth] [--max-body-bytes N]
+                      [--graceful-timeout 30] [--loop uvloop|asyncio] [--log-level warning]
 
 Order matters: the public socket is bound (SO_REUSEPORT) first, so a taken port fails fast, but it
 listens only once the model is loaded and self-checked; a bound socket that is not listening gets no
