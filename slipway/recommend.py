@@ -36,7 +36,7 @@ def recommend(millisecond_latency: bool, sporadic_traffic: bool, complex_orchest
         return Recommendation(
             "Managed container service or virtual machines",
             "ECS/Fargate, Cloud Run, Azure Container Instances; EC2, GCE, Azure VMs",
-            "docker (VM), local",
+            "docker (any Docker host), ec2, local",
             ["millisecond latency? yes"],
             "a long-running container keeps the model in memory: no cold starts, no platform hop on the request path",
         )
@@ -54,7 +54,7 @@ def recommend(millisecond_latency: bool, sporadic_traffic: bool, complex_orchest
         return Recommendation(
             "Kubernetes",
             "EKS, GKE, AKS, or any cluster reachable through a kubeconfig",
-            "(kubernetes target: planned)",
+            "kubernetes",
             [*steady, "complex orchestration? yes"],
             "steady traffic and many moving parts (several models, canary or blue/green, autoscaling "
             "policies) are what an orchestrator is for, and worth its operational cost",
