@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 _PULL = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
 _CONFIG = {"CreateContainerConfigError", "CreateContainerError", "RunContainerError"}
+# The kubelet retries container configuration errors, and a fresh namespace's Secret can take it a
+# while to see ("failed to sync secret cache"): such an error is final only once the pod is this old.
+CONFIG_GRACE_S = 45.0
 _EXIT_REASONS = {
     2: "the server refused to start: no API key or bad arguments",
     3: "the package failed its start-up check (artifact checksum or golden samples)",
@@ -44,7 +48,7 @@ def diagnose(core: client.CoreV1Api, namespace: str, selector: str) -> PodFailur
                 return PodFailure(name, waiting.reason, waiting.message or "",
                                   "check that the image exists at that digest and the cluster may pull it "
                                   "(image_pull_secret in the spec)")  # fmt: skip
-            if waiting and waiting.reason in _CONFIG:
+            if waiting and waiting.reason in _CONFIG and _age_s(pod) >= CONFIG_GRACE_S:
                 return PodFailure(name, waiting.reason, waiting.message or "", "fix the pod configuration above")
             term = cs.state.terminated if cs.state else None
             if term is None and cs.restart_count and cs.last_state:
@@ -58,6 +62,11 @@ def diagnose(core: client.CoreV1Api, namespace: str, selector: str) -> PodFailur
                                   f"read the log above (kubectl -n {namespace} logs {name} --previous); "
                                   "fix the cause and release again")  # fmt: skip
     return None
+
+
+def _age_s(pod: client.V1Pod) -> float:
+    created = pod.metadata.creation_timestamp
+    return (datetime.now(UTC) - created).total_seconds() if created else 0.0
 
 
 def summary(core: client.CoreV1Api, namespace: str, selector: str) -> str:
