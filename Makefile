@@ -24,7 +24,7 @@ test: $(BIN)/slipway
 	bash scripts/services/test-services.sh
 	$(BIN)/ruff check .
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=15
 
 lint: $(BIN)/slipway
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy
