@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 from serving.manifest import read_manifest
 from slipway.spec import DockerTarget, ReleaseSpec
@@ -12,6 +19,7 @@ from targets.base import Deployment, ImageRef, Release, TargetContext
 from targets.docker import DockerHostTarget
 from tasks.image import build, push
 from tasks.package import ModelPackage
+from tests.conftest import free_port
 
 TEST_REPOSITORY = "127.0.0.1:5000/slipway-test"
 _pushed: dict[tuple[str, str], ImageRef] = {}
@@ -51,3 +59,33 @@ class ImagingDockerTarget(DockerHostTarget):
 
 def docker_target(config: DockerTarget, ctx: TargetContext) -> ImagingDockerTarget:
     return ImagingDockerTarget(config, ctx)
+
+
+@contextlib.contextmanager
+def second_registry(root: Path, extra_config: str = "") -> Iterator[str]:
+    """A real ``docker-registry`` on its own port and storage under ``root``; yields ``127.0.0.1:PORT``.
+
+    ``extra_config`` is appended to its YAML config (e.g. an ``auth:`` section). The process and its
+    storage (the pushed layers) are removed afterwards.
+    """
+    port = free_port()
+    config = root / "registry.yml"
+    config.write_text(
+        f"version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\n"
+        f"storage:\n  filesystem:\n    rootdirectory: {root}/storage\n"
+        f"http:\n  addr: 127.0.0.1:{port}\n{extra_config}"
+    )
+    proc = subprocess.Popen(["docker-registry", "serve", str(config)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        for _ in range(100):
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/v2/", timeout=1)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        shutil.rmtree(root / "storage", ignore_errors=True)

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import bcrypt
 import docker
-import httpx
 import pytest
 
 from serving.manifest import read_manifest
@@ -20,7 +19,7 @@ from targets.base import Release
 from tasks.image import build, push
 from tasks.package import ModelPackage
 from tests.conftest import free_port
-from tests.docker.helpers import spec_for
+from tests.docker.helpers import second_registry, spec_for
 
 WHEELS = Path("/var/tmp/slipway/test-wheels")
 
@@ -81,27 +80,10 @@ def test_unreachable_registry_is_transient(releases: dict[str, Release]) -> None
 @pytest.fixture
 def auth_registry(tmp_path: Path) -> Iterator[str]:
     """A second real registry, with basic auth (user 'slipway', password 'right-password')."""
-    port = free_port()
     hashed = bcrypt.hashpw(b"right-password", bcrypt.gensalt(rounds=5)).decode()
     (tmp_path / "htpasswd").write_text(f"slipway:{hashed}\n")
-    (tmp_path / "registry.yml").write_text(
-        f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {tmp_path}/storage\n"
-        f"http:\n  addr: 127.0.0.1:{port}\n"
-        f"auth:\n  htpasswd:\n    realm: test\n    path: {tmp_path}/htpasswd\n"
-    )
-    proc = subprocess.Popen(["docker-registry", "serve", str(tmp_path / "registry.yml")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    try:
-        for _ in range(100):
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/v2/", timeout=1)
-                break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        yield f"127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    with second_registry(tmp_path, f"auth:\n  htpasswd:\n    realm: test\n    path: {tmp_path}/htpasswd\n") as address:
+        yield address
 
 
 def test_registry_refusing_credentials_is_a_config_error_and_secret_stays_secret(

@@ -15,11 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import re
-import shutil
 import socket
-import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,8 +30,7 @@ from slipway.errors import TransientTargetError
 from targets.base import ImageRef, Release
 from tasks.image import build, push
 from tasks.package import ModelPackage
-from tests.conftest import free_port
-from tests.docker.helpers import spec_for
+from tests.docker.helpers import second_registry, spec_for
 
 WHEELS = Path("/var/tmp/slipway/test-wheels")
 MANIFEST_TYPES = "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json"
@@ -125,26 +121,8 @@ class CuttingProxy:
 @pytest.fixture
 def own_registry(tmp_path: Path) -> Iterator[str]:
     """A second real registry on its own port with its own storage (no auth), removed afterwards."""
-    port = free_port()
-    (tmp_path / "registry.yml").write_text(
-        f"version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\n"
-        f"storage:\n  filesystem:\n    rootdirectory: {tmp_path}/storage\n"
-        f"http:\n  addr: 127.0.0.1:{port}\n"
-    )
-    proc = subprocess.Popen(["docker-registry", "serve", str(tmp_path / "registry.yml")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    try:
-        for _ in range(100):
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/v2/", timeout=1).raise_for_status()
-                break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        yield f"127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        shutil.rmtree(tmp_path / "storage", ignore_errors=True)  # the pushed layers: ~400 MB
+    with second_registry(tmp_path) as address:
+        yield address
 
 
 @pytest.fixture
