@@ -34,23 +34,20 @@ import os
 import platform
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-PY = sys.executable
+from common import PY, ROOT, SERVER_CPU, bench_env, busy_seconds, cpu_seconds, free_port, run_wrk, started
+
 KEY = "bench-key-0123456789abcdef"
 ROW = [5.1, 3.5, 1.4, 0.2]
-SERVER_CPU, CLIENT_CPU = "0", "1"
 INPROCESS = "in-process: JSON → parse → predict → JSON"
 EMPTY = "empty raw-ASGI endpoint (same uvicorn setup)"
 SLIPWAY = "slipway (python -m serving, auth on)"
@@ -76,19 +73,6 @@ def _kit() -> ModuleType:
     return module
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SLIPWAY_")}
-    env["PATH"] = f"{Path(PY).parent}:{env.get('PATH', '')}"  # mlflow runs `uvicorn` from PATH
-    env.update({"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}, **extra)
-    return env
-
-
 @dataclass
 class Result:
     name: str
@@ -103,114 +87,6 @@ class Result:
     other_cpu: float | None = None  # CPU used by the rest of the machine during the run: noise
     note: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-def _cpu_seconds(pid: int) -> float:
-    import psutil
-
-    try:
-        proc = psutil.Process(pid)
-        procs = [proc, *proc.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return 0.0
-    total = 0.0
-    for p in procs:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            times = p.cpu_times()
-            total += times.user + times.system
-    return total
-
-
-def _busy_seconds() -> float:
-    """CPU-seconds the whole machine has spent busy (all cores)."""
-    import psutil
-
-    times = psutil.cpu_times()
-    return float(sum(times) - times.idle - getattr(times, "iowait", 0.0))
-
-
-LUA = """
-wrk.method = "POST"
-wrk.body = [==[{body}]==]
-wrk.headers["Content-Type"] = "application/json"
-{auth}
-done = function(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format("SLIPWAY_RESULT %d %d %d %d %d %d\\n", latency:percentile(50),
-    latency:percentile(95), latency:percentile(99), summary.requests, e.status,
-    e.connect + e.read + e.write + e.timeout))
-end
-"""
-
-
-def run_wrk(url: str, body: str, key: str | None, seconds: float, workdir: Path, pinned: bool = True,
-            connections: int = 64) -> dict[str, Any]:  # fmt: skip
-    script = workdir / "post.lua"
-    auth = f'wrk.headers["Authorization"] = "Bearer {key}"' if key else ""
-    script.write_text(LUA.format(body=body, auth=auth))
-    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", "-s", str(script), url]
-    if pinned:
-        cmd = ["taskset", "-c", CLIENT_CPU, *cmd]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        assert proc.stdout is not None
-        out = proc.stdout.read()
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            proc.wait()
-    match = re.search(r"SLIPWAY_RESULT (\d+) (\d+) (\d+) (\d+) (\d+) (\d+)", out)
-    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    if proc.returncode != 0 or not match or not rps:
-        raise RuntimeError(f"wrk failed ({proc.returncode}): {out}")
-    p50, p95, p99, requests, status_errors, socket_errors = map(int, match.groups())
-    return {
-        "rps": float(rps.group(1)), "p50_ms": p50 / 1000, "p95_ms": p95 / 1000, "p99_ms": p99 / 1000,
-        "requests": requests, "errors": status_errors + socket_errors,
-        "client_cpu": (usage.ru_utime + usage.ru_stime) / seconds, "raw": out,
-    }  # fmt: skip
-
-
-@contextlib.contextmanager
-def started(cmd: list[str], url: str, body: str, key: str | None, workdir: Path, name: str,
-            timeout: float = 90, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:  # fmt: skip
-    """Start a server, wait until ``url`` answers ``body`` with 200, stop it (SIGTERM, then SIGKILL)."""
-    import httpx
-
-    log = (workdir / f"{name}.log").open("wb")
-    proc = subprocess.Popen(cmd, cwd=workdir, env=env or _env(), stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)  # fmt: skip
-    try:
-        headers = {"Content-Type": "application/json"}
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
-        deadline, last = time.monotonic() + timeout, "no answer"
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{name} exited with {proc.returncode}: {(workdir / f'{name}.log').read_text()}")
-            try:
-                response = httpx.post(url, content=body, headers=headers, timeout=5)
-                if response.status_code == 200:
-                    print(f"  {name}: up, answers {response.text.strip()[:80]}", flush=True)
-                    break
-                last = f"{response.status_code} {response.text[:200]}"
-            except httpx.TransportError as exc:
-                last = repr(exc)
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{name} did not answer 200 within {timeout} s (last: {last})")
-            time.sleep(0.2)
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)  # its own session: only what this run started
-                proc.wait()
-        log.close()
 
 
 @dataclass
@@ -229,10 +105,10 @@ class Target:
 
 def measure_once(target: Target, args: argparse.Namespace, workdir: Path) -> None:
     run_wrk(target.url, target.body, target.key, args.warmup, workdir, target.pinned)
-    cpu0, busy0 = _cpu_seconds(target.proc.pid), _busy_seconds()
+    cpu0, busy0 = cpu_seconds(target.proc.pid), busy_seconds()
     stats = run_wrk(target.url, target.body, target.key, args.duration, workdir, target.pinned)
-    stats["server_cpu"] = (_cpu_seconds(target.proc.pid) - cpu0) / args.duration
-    other = (_busy_seconds() - busy0) / args.duration - stats["server_cpu"] - stats["client_cpu"]
+    stats["server_cpu"] = (cpu_seconds(target.proc.pid) - cpu0) / args.duration
+    other = (busy_seconds() - busy0) / args.duration - stats["server_cpu"] - stats["client_cpu"]
     stats["other_cpu"] = max(0.0, other)
     target.runs.append(stats)
     print(f"  {target.name}: {stats['rps']:,.0f} req/s, p95 {stats['p95_ms']:.2f} ms, errors {stats['errors']}, "
@@ -402,22 +278,22 @@ def run(args: argparse.Namespace) -> list[Result]:
                 return Target(name, proc, url, body, key, pinned, note)
 
             def variant(name: str, which: str, note: str) -> Target:
-                port = _free_port()
+                port = free_port()
                 cmd = [*me, "--serve", which, "--package", str(package), "--port", str(port)]
                 url = f"http://127.0.0.1:{port}/predict"
                 return start(name, cmd, url, body, None if which == "empty" else KEY, note=note)
 
             def slipway(name: str, workers: int, pinned: bool, note: str = "") -> Target:
-                port = _free_port()
+                port = free_port()
                 cmd = [PY, "-m", "serving", "--package", str(package), "--port", str(port), "--workers", str(workers)]
                 url = f"http://127.0.0.1:{port}/predict"
-                return start(name, cmd, url, body, KEY, pinned, _env(SLIPWAY_API_KEY=KEY), note)
+                return start(name, cmd, url, body, KEY, pinned, bench_env(SLIPWAY_API_KEY=KEY), note)
 
             def mlflow() -> Target:
                 mlflow_dir = work / "mlflow-model"
-                subprocess.run([*me, "--save-mlflow", str(package), str(mlflow_dir)], cwd=work, env=_env(),
+                subprocess.run([*me, "--save-mlflow", str(package), str(mlflow_dir)], cwd=work, env=bench_env(),
                                check=True, capture_output=True, timeout=300)  # fmt: skip
-                port = _free_port()
+                port = free_port()
                 cmd = [str(Path(PY).parent / "mlflow"), "models", "serve", "-m", str(mlflow_dir), "--env-manager",
                        "local", "-h", "127.0.0.1", "-p", str(port)]  # fmt: skip
                 url = f"http://127.0.0.1:{port}/invocations"
@@ -452,7 +328,7 @@ def run(args: argparse.Namespace) -> list[Result]:
 def _inprocess_run(me: list[str], package: Path, args: argparse.Namespace) -> dict[str, float]:
     out = subprocess.run(
         ["taskset", "-c", SERVER_CPU, *me, "--inprocess", str(package), "--duration", str(args.duration)],
-        cwd=ROOT, env=_env(), capture_output=True, text=True, check=True, timeout=args.duration * 3 + 60,
+        cwd=ROOT, env=bench_env(), capture_output=True, text=True, check=True, timeout=args.duration * 3 + 60,
     )  # fmt: skip
     rates: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
     print(f"  in-process: {rates['full']:,.0f}/s full path, {rates['predict_only']:,.0f}/s predict", flush=True)
