@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -129,7 +130,7 @@ def run_gate(
         url,
         "LoadUser",
         ["-u", str(load.users), "-r", str(load.spawn_rate), "-t", f"{load.duration_s:g}s",
-         "--processes", str(load.processes), "--html", str(report_dir / "locust.html")],
+         *_processes(load.processes), "--html", str(report_dir / "locust.html")],
         env,
         report_dir / "load",
     )  # fmt: skip
@@ -142,9 +143,9 @@ def run_gate(
         requests=requests,
         failures=failures,
         rps=float(stats["Requests/s"]),
-        p50_ms=float(stats["50%"] or 0),
-        p95_ms=float(stats["95%"] or 0),
-        p99_ms=float(stats["99%"] or 0),
+        p50_ms=_ms(stats["50%"]),
+        p95_ms=_ms(stats["95%"]),
+        p99_ms=_ms(stats["99%"]),
         error_rate=failures / requests if requests else 1.0,
         gate_cpu_pct=100.0 * cpu_s / wall_s / load.processes if wall_s else 0.0,
         processes=load.processes,
@@ -176,6 +177,16 @@ def _judge(report: GateReport, slo: Slo) -> GateReport:
     return GateReport(**{**report.__dict__, "checks": checks})
 
 
+def _processes(n: int) -> list[str]:
+    """Locust's flags for ``n`` load processes (a master and ``n`` forked workers), the master on a free
+    port of 127.0.0.1: its default, *:5557, would make two gates on one machine fail each other."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    bind = ["--master-bind-host", "127.0.0.1", "--master-bind-port", str(port)]
+    return ["--processes", str(n), *bind, "--master-port", str(port)]  # the forked workers connect to it
+
+
 def _locust(url: str, user: str, args: list[str], env: dict[str, str], prefix: Path) -> tuple[float, float]:
     """Run one headless Locust; return (CPU seconds of it and its workers, wall seconds)."""
     cmd = [
@@ -200,6 +211,11 @@ def _locust(url: str, user: str, args: list[str], env: dict[str, str], prefix: P
             hint=f"read {log}",
         )
     return usage.ru_utime + usage.ru_stime, wall
+
+
+def _ms(percentile: str) -> float:
+    """A percentile from Locust's CSV: "N/A" (or empty) when no request completed."""
+    return float(percentile) if percentile not in ("", "N/A") else 0.0
 
 
 def _aggregated(path: Path) -> dict[str, str]:

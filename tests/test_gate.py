@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
+import socket
 from pathlib import Path
 
 import pytest
@@ -18,9 +20,9 @@ from tests.targets.fixtures import TargetFactory
 pytestmark = pytest.mark.locust
 
 
-def _settings(**slo: float) -> GateSettings:
+def _settings(processes: int = 1, **slo: float) -> GateSettings:
     return GateSettings.model_validate(
-        {"load": {"users": 4, "spawn_rate": 4, "duration_s": 2},
+        {"load": {"users": 4, "spawn_rate": 4, "duration_s": 2, "processes": processes},
          "slo": {"p95_ms": 1000, "p99_ms": 2000, "min_rps": 1, **slo}}
     )  # fmt: skip
 
@@ -43,6 +45,22 @@ def test_passing_gate_reports_figures_from_locust(staged: Deployment, api_key: s
     assert "| p95 latency |" in markdown and "passed" in markdown
 
 
+@pytest.mark.fault("injected failure")
+def test_two_process_gates_run_side_by_side(staged: Deployment, api_key: str, tmp_path: Path) -> None:
+    """Locust's master listens on *:5557 unless told otherwise: a second gate on the machine (another
+    model's release, a benchmark) held it, and a gate with --processes failed to start."""
+    settings = _settings(processes=2)
+    with socket.create_server(("", 5557)) if _free(5557) else contextlib.nullcontext():
+        report = check(run_gate(staged, staged.release.package_dir, settings, SecretStr(api_key), tmp_path))
+    assert report.passed and report.processes == 2 and report.requests > 50
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+@pytest.mark.fault("bad input")
 def test_impossible_slo_fails_listing_each_violation(staged: Deployment, api_key: str, tmp_path: Path) -> None:
     report = run_gate(
         staged, staged.release.package_dir, _settings(p95_ms=0.001, p99_ms=0.001, min_rps=1e9),
@@ -56,6 +74,7 @@ def test_impossible_slo_fails_listing_each_violation(staged: Deployment, api_key
     assert "production was left untouched" in text
 
 
+@pytest.mark.fault("bad input")
 def test_smoke_catches_wrong_predictions(staged: Deployment, api_key: str, tmp_path: Path) -> None:
     lying = tmp_path / "lying-package"
     shutil.copytree(staged.release.package_dir, lying)
@@ -67,6 +86,7 @@ def test_smoke_catches_wrong_predictions(staged: Deployment, api_key: str, tmp_p
     assert any("sample 0: expected 2, got 0" in f for f in report.smoke_failures)
 
 
+@pytest.mark.fault("bad input")
 def test_wrong_key_fails_smoke_and_skips_the_load_phase(staged: Deployment, tmp_path: Path) -> None:
     report = run_gate(staged, staged.release.package_dir, _settings(), SecretStr("x" * 32), tmp_path)
     assert any("HTTP 401" in f and "API key" in f for f in report.smoke_failures)
