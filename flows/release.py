@@ -21,6 +21,7 @@ from slipway.errors import GateFailed
 from slipway.ledger import Outcome, ReleaseRecord
 from slipway.locking import model_lock
 from slipway.pipeline import Pipeline, open_pipeline
+from slipway.recovery import settle_interrupted
 from slipway.registry import pin_version, superseded
 from targets.base import Deployment, Release
 from tasks.gate import GateReport, gate
@@ -62,6 +63,8 @@ def release(spec_path: str, trigger: str = "manual", version: RegistryVersion = 
         p = replace(p, spec=pin_version(p.spec, version))
     p.ledger.check_writable()
     with model_lock(p.settings.path("locks"), p.model, timeout_s=p.settings.lock_timeout_s, purpose="deploy"):
+        for note in settle_interrupted(p, str(flow_run.get_id() or "")):
+            get_run_logger().warning(note)
         if version and (reason := superseded(source, version)):
             get_run_logger().info("version %s not released: %s", version, reason)
             return cast(ReleaseResult, Cancelled(message=f"version {version} superseded: {reason}"))

@@ -11,6 +11,7 @@ from slipway.errors import ConfigError
 from slipway.ledger import Action, Ledger, LiveEvent, Outcome, ReleaseRecord, now
 from slipway.locking import model_lock
 from slipway.pipeline import open_pipeline
+from slipway.recovery import settle_interrupted
 from targets.base import ImageRef, Release, Stage
 
 
@@ -25,6 +26,8 @@ def rollback(spec_path: str, to_release: str = "") -> str:
     p = open_pipeline(spec_path)
     p.ledger.check_writable()
     with model_lock(p.settings.path("locks"), p.model, timeout_s=p.settings.lock_timeout_s, purpose="rollback"):
+        for note in settle_interrupted(p, str(flow_run.get_id() or "")):
+            get_run_logger().warning(note)
         record = choose_rollback(p.ledger, p.model, to_release)
         p.production.rollback(to_release_of(record), p.spec.production.ready_timeout_s)
         p.ledger.record_event(

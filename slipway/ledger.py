@@ -7,7 +7,8 @@ Another store (Postgres for a team) implements the same protocol and is chosen b
 Two tables:
   releases  one row per attempt: model, version, package sha256, image digest, targets, outcome,
             gate figures, error, timestamps, Prefect flow run id, trigger
-  events    one row per change of what a stage serves: promote, rollback, teardown
+  events    one row per change of what a stage serves: promote, rollback, teardown, and reconcile
+            (a switch a killed run made but could not record; see slipway/recovery.py)
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ class Action(StrEnum):
     PROMOTE = "promote"
     ROLLBACK = "rollback"
     TEARDOWN = "teardown"
+    RECONCILE = "reconcile"  # what a killed run switched production to, recorded by the next run
 
 
 def now() -> str:

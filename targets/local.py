@@ -63,6 +63,10 @@ class LocalProcessTarget:
 
     def deploy(self, release: Release) -> Deployment:
         self._check_port_free_or_ours()
+        live = self._live()
+        # Deploys of a model are serialized by its lock: a server of this stage that is not live is a
+        # candidate a killed run left behind, answering on the port next to the live one. Retire it.
+        self._stop_all_but(live["pid"] if live else None)
         self.dir.mkdir(parents=True, exist_ok=True)
         ready_file = self.dir / f"{release.id}.ready"
         ready_file.unlink(missing_ok=True)
@@ -137,9 +141,7 @@ class LocalProcessTarget:
             "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         _write_json(self.dir / "live.json", live)
-        for pid in self._servers():  # the previous release, and any a killed run left behind
-            if pid != live["pid"]:
-                _stop(pid, self.config.port)
+        self._stop_all_but(int(deployment.handle["pid"]))  # the previous release
         return Deployment(deployment.release, self.stage, self._endpoint(), deployment.handle)
 
     def discard(self, deployment: Deployment) -> None:
@@ -160,8 +162,7 @@ class LocalProcessTarget:
         return self._endpoint() if self._live() else None
 
     def teardown(self) -> None:
-        for pid in self._servers():
-            _stop(pid, self.config.port)
+        self._stop_all_but(None)
         (self.dir / "live.json").unlink(missing_ok=True)
         for ready in self.dir.glob("*.ready"):
             ready.unlink(missing_ok=True)
@@ -194,6 +195,11 @@ class LocalProcessTarget:
         except FileNotFoundError:
             return None
         return live
+
+    def _stop_all_but(self, keep: int | None) -> None:
+        for pid in self._servers():
+            if pid != keep:
+                _stop(pid, self.config.port)
 
     def _servers(self) -> list[int]:
         """Pids of every server process this stage started (found by their ready-file argument)."""
