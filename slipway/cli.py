@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -32,8 +33,22 @@ err = Console(stderr=True, width=_WIDTH)
 SpecArg = Annotated[str, typer.Argument(help="Path of the release spec (slipway.yaml).")]
 
 
+class _NoTracebackForSlipwayErrors(logging.Filter):
+    """Prefect logs a failed run's exception with its traceback. For a SlipwayError the message and
+    hint this command prints are the whole story, so the terminal gets the log line without the
+    traceback; the run's logs in Prefect (handled before the root's console handler) keep it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], SlipwayError):
+            record.exc_info = record.exc_text = None
+        return True
+
+
 @contextmanager
 def _clear_errors() -> Iterator[None]:
+    quiet = _NoTracebackForSlipwayErrors()
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(quiet)
     try:
         yield
     except SlipwayError as exc:
@@ -41,6 +56,9 @@ def _clear_errors() -> Iterator[None]:
         if exc.hint:
             err.print(f"[yellow]→ {exc.hint}[/]", highlight=False)
         raise typer.Exit(1) from None
+    finally:
+        for handler in logging.getLogger().handlers:
+            handler.removeFilter(quiet)
 
 
 @app.command()
