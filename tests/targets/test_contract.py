@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 import httpx
 import pytest
 
 from slipway.errors import SlipwayError
 from targets.base import Release, Stage, put_live
+from tests.load import Load
 from tests.targets.fixtures import TargetFactory
 
 
@@ -37,19 +41,31 @@ def test_release_goes_live_and_answers_with_auth(
     assert (status.release_id, status.healthy) == ("r-v1", True)
 
 
-def test_promotion_switches_and_rollback_returns(
-    target_factory: TargetFactory, releases: dict[str, Release], api_key: str
-) -> None:
+@pytest.mark.fault("promotion under load")
+def test_promotion_and_rollback_under_load_fail_no_request(
+    target_factory: TargetFactory, releases: dict[str, Release], api_key: str,
+    record_property: Callable[[str, object], None],
+) -> None:  # fmt: skip
+    """Clients that open a connection per request see every answer come from v1 or v2, never an error
+    (local: SO_REUSEPORT hand-over; docker: nginx blue/green; kubernetes: Service selector switch)."""
     target = target_factory(Stage.PRODUCTION)
     url = put_live(target, releases["v1"], 20).endpoint.url
-    put_live(target, releases["v2"], 20)
-    assert served_sha(url, api_key) == releases["v2"].package_sha256
-    assert target.describe().release_id == "r-v2"
-    target.rollback(releases["v1"], 20)
+    with Load(url, api_key, keepalive=False) as load:
+        time.sleep(0.5)
+        put_live(target, releases["v2"], 20)
+        assert served_sha(url, api_key) == releases["v2"].package_sha256
+        assert target.describe().release_id == "r-v2"
+        target.rollback(releases["v1"], 20)
+        time.sleep(0.5)
     assert served_sha(url, api_key) == releases["v1"].package_sha256
     assert target.describe().release_id == "r-v1"
+    record_property("requests", load.requests)
+    record_property("failed", sum(load.failures.values()))
+    assert not load.failures, load.outcomes
+    assert {releases[v].package_sha256[:12] for v in ("v1", "v2")} <= set(load.outcomes)
 
 
+@pytest.mark.fault("bad input")
 def test_release_that_fails_to_start_leaves_production_serving(
     target_factory: TargetFactory, releases: dict[str, Release], api_key: str
 ) -> None:

@@ -1,0 +1,51 @@
+"""Clients that keep calling an endpoint while a stage changes under them, counting what they saw."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+
+import httpx
+
+
+class Load:
+    """Threads sending GET /metadata until stopped; each outcome is counted as the first 12 characters
+    of the sha256 of the release that answered, or as the error. Half the threads reuse keep-alive
+    connections (what SDK clients do), half open a connection per request (``keepalive=False``: all)."""
+
+    def __init__(self, url: str, key: str, threads: int = 4, keepalive: bool = True) -> None:
+        self.url, self.key, self.stop = url, key, threading.Event()
+        self.outcomes: Counter[str] = Counter()
+        self.lock = threading.Lock()
+        reuse = [keepalive and i % 2 == 0 for i in range(threads)]
+        self.threads = [threading.Thread(target=self._run, args=(r,), daemon=True) for r in reuse]
+
+    def _run(self, reuse: bool) -> None:
+        limits = httpx.Limits(max_keepalive_connections=None if reuse else 0)
+        with httpx.Client(headers={"Authorization": f"Bearer {self.key}"}, timeout=10, limits=limits) as http:
+            while not self.stop.is_set():
+                try:
+                    resp = http.get(f"{self.url}/metadata")
+                    outcome = resp.json()["sha256"][:12] if resp.status_code == 200 else f"HTTP {resp.status_code}"
+                except httpx.HTTPError as exc:
+                    outcome = f"error {type(exc).__name__}: {exc}"[:120]
+                with self.lock:
+                    self.outcomes[outcome] += 1
+
+    @property
+    def failures(self) -> dict[str, int]:
+        return {k: v for k, v in self.outcomes.items() if k.startswith(("HTTP ", "error "))}
+
+    @property
+    def requests(self) -> int:
+        return sum(self.outcomes.values())
+
+    def __enter__(self) -> Load:
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(15)
