@@ -20,6 +20,13 @@ REPO = Path(__file__).resolve().parent.parent
 EXAMPLE_SPEC = REPO / "examples" / "iris" / "slipway.yaml"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test's kind of fault goes into its report (JUnit XML properties) for benchmarks/reliability.py."""
+    for item in items:
+        if (mark := item.get_closest_marker("fault")) is not None:
+            item.user_properties.append(("fault", mark.args[0]))
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

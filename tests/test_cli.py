@@ -14,6 +14,7 @@ from tests.conftest import SpecWriter
 runner = CliRunner()
 
 
+@pytest.mark.fault("bad input")
 def test_bad_spec_prints_the_problem_and_the_fix_without_a_traceback(tmp_path: Path) -> None:
     spec = tmp_path / "s.yaml"
     spec.write_text(
@@ -35,6 +36,7 @@ def test_plan_lists_every_step_and_changes_nothing(write_spec: SpecWriter, state
     assert not state_dir.exists()
 
 
+@pytest.mark.fault("bad input")
 def test_plan_warns_about_a_missing_key(
     write_spec: SpecWriter, state_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -39,6 +39,7 @@ def test_attempts_outcomes_and_live_release_survive_reopening(tmp_path: Path) ->
     assert reopened.live("iris", "production") is None
 
 
+@pytest.mark.fault("bad input")
 def test_unwritable_ledger_says_where_and_what_to_do(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("a file where the ledger's folder should be")
@@ -48,6 +49,7 @@ def test_unwritable_ledger_says_where_and_what_to_do(tmp_path: Path) -> None:
     assert "SLIPWAY_STATE_DIR" in info.value.hint
 
 
+@pytest.mark.fault("bad input")
 def test_unknown_ledger_scheme(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="unsupported scheme 'mysql'"):
         open_ledger(Settings(state_dir=tmp_path, ledger_url="mysql://x"))

@@ -45,12 +45,14 @@ def test_same_artifact_reuses_the_package(write_spec: SpecWriter, tmp_path: Path
     assert len(list((tmp_path / "packages" / "iris").iterdir())) == 1
 
 
+@pytest.mark.fault("bad input")
 def test_missing_model_file(write_spec: SpecWriter, tmp_path: Path) -> None:
     spec = write_spec(model__source=str(tmp_path / "gone.joblib"))
     with pytest.raises(ModelError, match="does not exist"):
         _package(spec, tmp_path)
 
 
+@pytest.mark.fault("bad input")
 def test_file_that_is_not_a_model(write_spec: SpecWriter, tmp_path: Path) -> None:
     junk = tmp_path / "junk.joblib"
     junk.write_text("definitely not a pickle")
@@ -58,6 +60,7 @@ def test_file_that_is_not_a_model(write_spec: SpecWriter, tmp_path: Path) -> Non
         _package(write_spec(model__source=str(junk)), tmp_path)
 
 
+@pytest.mark.fault("bad input")
 def test_object_without_predict(write_spec: SpecWriter, tmp_path: Path) -> None:
     path = tmp_path / "nopredict.joblib"
     joblib.dump(NoPredict(), path)
@@ -65,6 +68,7 @@ def test_object_without_predict(write_spec: SpecWriter, tmp_path: Path) -> None:
         _package(write_spec(model__source=str(path)), tmp_path)
 
 
+@pytest.mark.fault("bad input")
 def test_model_that_raises_on_predict(write_spec: SpecWriter, tmp_path: Path) -> None:
     path = tmp_path / "raises.joblib"
     joblib.dump(RaisesOnPredict(), path)
@@ -73,6 +77,7 @@ def test_model_that_raises_on_predict(write_spec: SpecWriter, tmp_path: Path) ->
     assert not list((tmp_path / "packages").rglob("package.json"))
 
 
+@pytest.mark.fault("bad input")
 def test_golden_samples_that_disagree(write_spec: SpecWriter, tmp_path: Path, iris_model: Path) -> None:
     rows = json.loads((iris_model.parent / "samples.json").read_text())["inputs"]
     samples = tmp_path / "wrong.json"
@@ -82,6 +87,7 @@ def test_golden_samples_that_disagree(write_spec: SpecWriter, tmp_path: Path, ir
     assert "sample 0: model says 0, samples file expects 2" in str(info.value)
 
 
+@pytest.mark.fault("bad input")
 def test_samples_of_the_wrong_width(write_spec: SpecWriter, tmp_path: Path) -> None:
     samples = tmp_path / "narrow.json"
     samples.write_text(json.dumps({"inputs": [[1.0, 2.0]]}))
@@ -89,6 +95,7 @@ def test_samples_of_the_wrong_width(write_spec: SpecWriter, tmp_path: Path) -> N
         inspect_model(load_spec(write_spec(model__samples=str(samples))))
 
 
+@pytest.mark.fault("bad input")
 def test_no_samples(write_spec: SpecWriter, tmp_path: Path) -> None:
     with pytest.raises(ModelError, match="no samples"):
         inspect_model(load_spec(write_spec(model__samples="")))
@@ -110,6 +117,7 @@ def test_mlflow_model_directory_with_its_input_example(
     assert joblib.load(pkg.dir / pkg.manifest.artifact_file).predict([rows[0]]).tolist() == [0]
 
 
+@pytest.mark.fault("bad input")
 def test_mlflow_directory_of_another_flavor(write_spec: SpecWriter, tmp_path: Path) -> None:
     model_dir = tmp_path / "pyfunc-model"
     model_dir.mkdir()

@@ -67,6 +67,7 @@ def test_deploy_promotes_records_and_tears_staging_down(spec_v1: Path, state_dir
     assert _ledger(state_dir).live("iris", "production").id == record.id  # type: ignore[union-attr]
 
 
+@pytest.mark.fault("injected failure")
 def test_failed_gate_leaves_production_on_the_previous_release(
     spec_v1: Path, write_spec: SpecWriter, iris_model_v2: Path, state_dir: Path, api_key: str
 ) -> None:
@@ -110,6 +111,7 @@ def test_rollback_returns_production_to_the_previous_release(
     assert _sha_served(spec_v1, api_key) == second.release.package_sha256
 
 
+@pytest.mark.fault("injected failure")
 def test_server_crash_during_the_gate_fails_it_and_keeps_production(
     spec_v1: Path, write_spec: SpecWriter, state_dir: Path, api_key: str
 ) -> None:
@@ -136,6 +138,7 @@ def test_server_crash_during_the_gate_fails_it_and_keeps_production(
     assert _ledger(state_dir).releases("iris")[-1].outcome is Outcome.REJECTED
 
 
+@pytest.mark.fault("bad input")
 def test_missing_api_key_changes_nothing(spec_v1: Path, state_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SLIPWAY_API_KEY")
     with pytest.raises(ConfigError, match=r"\$SLIPWAY_API_KEY is not set"):
@@ -144,6 +147,7 @@ def test_missing_api_key_changes_nothing(spec_v1: Path, state_dir: Path, monkeyp
     assert not (state_dir / "ledger.sqlite").exists()
 
 
+@pytest.mark.fault("bad input")
 def test_unwritable_ledger_fails_before_anything_is_deployed(
     spec_v1: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -155,6 +159,7 @@ def test_unwritable_ledger_fails_before_anything_is_deployed(
     assert not _listening(_port(spec_v1, "staging")) and not _listening(_port(spec_v1, "production"))
 
 
+@pytest.mark.fault("injected failure")
 def test_second_deploy_of_the_same_model_is_refused_while_one_runs(spec_v1: Path, state_dir: Path) -> None:
     lock = model_lock(state_dir / "locks", "iris", timeout_s=0, purpose="deploy")
     with lock, pytest.raises(DeployLocked, match="another deploy .* of model 'iris' is running"):

@@ -43,6 +43,7 @@ def test_weights_only_change_rebuilds_and_pushes_only_the_last_layer(releases: d
     assert elapsed < 30  # the benchmark (benchmarks/images.py) measures it properly
 
 
+@pytest.mark.fault("bad input")
 def test_missing_base_image_is_a_config_error(releases: dict[str, Release]) -> None:
     spec = spec_for(base="slipway-test/no-such-base:none")
     with pytest.raises(ConfigError, match="base image 'slipway-test/no-such-base:none' is not on the Docker Engine"):
@@ -62,6 +63,7 @@ def shell_less_base() -> str:
     return tag
 
 
+@pytest.mark.fault("bad input")
 def test_failing_build_names_the_step_and_its_output(releases: dict[str, Release], shell_less_base: str) -> None:
     with pytest.raises(TargetError) as info:
         build(spec_for(base=shell_less_base), _pkg(releases["v1"]), cache_dir=WHEELS)
@@ -70,6 +72,7 @@ def test_failing_build_names_the_step_and_its_output(releases: dict[str, Release
     assert "/bin/sh" in message
 
 
+@pytest.mark.fault("bad input")
 def test_unreachable_registry_is_transient(releases: dict[str, Release]) -> None:
     spec = spec_for(repository=f"127.0.0.1:{free_port()}/slipway-test")
     ref = build(spec, _pkg(releases["v1"]), cache_dir=WHEELS)
@@ -86,6 +89,7 @@ def auth_registry(tmp_path: Path) -> Iterator[str]:
         yield address
 
 
+@pytest.mark.fault("bad input")
 def test_registry_refusing_credentials_is_a_config_error_and_secret_stays_secret(
     releases: dict[str, Release], auth_registry: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -103,6 +107,7 @@ def test_registry_refusing_credentials_is_a_config_error_and_secret_stays_secret
     assert "right-password" not in "".join(lines)
 
 
+@pytest.mark.fault("bad input")
 @pytest.mark.usefixtures("prefect_api")
 def test_missing_credentials_are_a_config_error(releases: dict[str, Release]) -> None:
     spec = spec_for(registry_credentials="nobody-set-these")

@@ -138,6 +138,7 @@ def cutting_proxy(own_registry: str) -> Iterator[CuttingProxy]:
         proxy.close()
 
 
+@pytest.mark.fault("injected failure")
 def test_push_cut_midway_is_transient_leaves_no_image_and_a_retry_succeeds(
     releases: dict[str, Release], own_registry: str, cutting_proxy: CuttingProxy
 ) -> None:

@@ -76,6 +76,7 @@ def test_blue_green_on_an_engine_over_ssh(
     assert target.endpoint() is None
 
 
+@pytest.mark.fault("bad input")
 def test_ssh_host_that_refuses_is_a_clear_error(releases: dict[str, Release], state_dir: Path, api_key: str) -> None:
     ctx = TargetContext("iris", Stage.STAGING, state_dir, True, SecretStr(api_key))
     target = make_target(DockerTarget(host=f"ssh://root@127.0.0.1:{free_port()}", port=free_port()), ctx)

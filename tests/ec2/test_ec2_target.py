@@ -117,6 +117,7 @@ def test_launch_promote_and_teardown(aws: dict[str, Any], releases: dict[str, Re
     target.teardown()  # idempotent
 
 
+@pytest.mark.fault("injected failure")
 def test_instance_that_never_answers_is_terminated(aws: dict[str, Any], releases: dict[str, Release],
                                                    state_dir: Path, api_key: str) -> None:  # fmt: skip
     target = _target(aws, state_dir, api_key)
@@ -126,6 +127,7 @@ def test_instance_that_never_answers_is_terminated(aws: dict[str, Any], releases
     target.teardown()
 
 
+@pytest.mark.fault("bad input")
 def test_bad_ami_is_a_config_error(aws: dict[str, Any], releases: dict[str, Release], state_dir: Path,
                                    api_key: str) -> None:  # fmt: skip
     target = _target(aws, state_dir, api_key, ami="ami-0123456789abcdef0")
@@ -135,6 +137,7 @@ def test_bad_ami_is_a_config_error(aws: dict[str, Any], releases: dict[str, Rele
     target.teardown()
 
 
+@pytest.mark.fault("bad input")
 def test_secrets_without_instance_profile_are_refused(aws: dict[str, Any], releases: dict[str, Release],
                                                       state_dir: Path, api_key: str) -> None:  # fmt: skip
     with pytest.raises(ConfigError, match="instance_profile"):
@@ -142,6 +145,7 @@ def test_secrets_without_instance_profile_are_refused(aws: dict[str, Any], relea
     assert _alive(aws["ec2"]) == []
 
 
+@pytest.mark.fault("bad input")
 def test_unauthorized_identity_is_a_config_error(aws: dict[str, Any], releases: dict[str, Release],
                                                  state_dir: Path, api_key: str,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
@@ -204,6 +208,7 @@ def faulty(aws: dict[str, Any]) -> Iterator[dict[str, Any]]:
     ("RequestLimitExceeded", 503, TransientTargetError, "retried"),
     ("InsufficientInstanceCapacity", 500, TransientTargetError, "retried"),
 ])  # fmt: skip
+@pytest.mark.fault("bad input")
 def test_limits_and_throttling_map_by_code(faulty: dict[str, Any], releases: dict[str, Release], state_dir: Path,
                                            api_key: str, code: str, status: int, error: type,
                                            words: str) -> None:  # fmt: skip

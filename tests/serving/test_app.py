@@ -39,6 +39,7 @@ def test_create_app_with_key_and_body_limit(iris_package: Path) -> None:
     assert call(app, "POST", "/predict", json={"inputs": [[1, 2, 3, 4]] * 20}, headers=headers).status_code == 413
 
 
+@pytest.mark.fault("bad input")
 def test_empty_key_is_not_no_auth(iris_package: Path) -> None:
     with pytest.raises(ValueError, match="empty"):
         create_app(iris_package, api_key="")

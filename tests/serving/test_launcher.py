@@ -26,6 +26,7 @@ def assert_one_line(stderr: str, *fragments: str) -> None:
         assert fragment in lines[0], lines[0]
 
 
+@pytest.mark.fault("bad input")
 @pytest.mark.parametrize("key", [None, "", "   "])
 def test_refuses_to_start_without_key(kit: Any, iris_package: Path, workdir: Path, key: str | None) -> None:
     env = kit.server_env(None) if key is None else kit.server_env(None, SLIPWAY_API_KEY=key)
@@ -35,6 +36,7 @@ def test_refuses_to_start_without_key(kit: Any, iris_package: Path, workdir: Pat
     assert not (workdir / "never.json").exists()
 
 
+@pytest.mark.fault("bad input")
 def test_refuses_tampered_artifact(kit: Any, iris_package: Path, workdir: Path) -> None:
     pkg = workdir / "tampered"
     shutil.copytree(iris_package, pkg)
@@ -45,6 +47,7 @@ def test_refuses_tampered_artifact(kit: Any, iris_package: Path, workdir: Path) 
     assert_one_line(stderr, "sha256", "model.joblib", "refusing")
 
 
+@pytest.mark.fault("bad input")
 def test_refuses_golden_sample_mismatch(kit: Any, workdir: Path, iris: tuple[Any, list[list[float]]]) -> None:
     model, rows = iris
     outputs = model.predict(rows).tolist()
@@ -55,6 +58,7 @@ def test_refuses_golden_sample_mismatch(kit: Any, workdir: Path, iris: tuple[Any
     assert_one_line(stderr, "golden sample 2", f"recorded {outputs[2]}")
 
 
+@pytest.mark.fault("bad input")
 def test_refuses_missing_package(kit: Any, workdir: Path) -> None:
     code, stderr = kit.run_to_exit(
         kit.server_command(workdir / "no-such-package", kit.free_port(), workdir / "never.json"), kit.server_env()
@@ -63,6 +67,7 @@ def test_refuses_missing_package(kit: Any, workdir: Path) -> None:
     assert_one_line(stderr, "no-such-package", "does not exist")
 
 
+@pytest.mark.fault("bad input")
 def test_port_held_by_plain_socket(kit: Any, iris_package: Path, workdir: Path) -> None:
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", 0))
@@ -139,6 +144,7 @@ class Flaky:
 '''
 
 
+@pytest.mark.fault("injected failure")
 def test_model_error_is_a_500_and_the_server_survives(kit: Any, workdir: Path, monkeypatch: Any) -> None:
     mods = workdir / "mods"
     mods.mkdir(exist_ok=True)

@@ -104,10 +104,12 @@ def test_integers_are_numbers(server: Server, iris: tuple[Any, list[list[float]]
         (b'{"inputs": [{"sepal_length": 1}, [1, 2, 3, 4]]}', 422, ["missing"]),
     ],
 )
+@pytest.mark.fault("bad input")
 def test_bad_bodies(server: Server, body: bytes, status: int, fragments: list[str]) -> None:
     assert_error(post(server, content=body, **{"Content-Type": "application/json"}), status, *fragments)
 
 
+@pytest.mark.fault("bad input")
 def test_body_too_large(server: Server) -> None:
     big = b'{"inputs": [' + b"[1.0, 2.0, 3.0, 4.0]," * (9 * 1024 * 1024 // 20) + b"[1, 2, 3, 4]]}"
     assert_error(post(server, content=big), 413, "larger than the limit of 8388608 bytes")
@@ -119,6 +121,7 @@ def test_body_too_large(server: Server) -> None:
     assert post(server, {"inputs": ROW}).status_code == 200  # and the server is fine
 
 
+@pytest.mark.fault("bad input")
 def test_wrong_method_and_unknown_path(server: Server) -> None:
     response = httpx.get(f"{server.url}/predict", headers=server.headers)
     assert_error(response, 405, "use POST")
@@ -141,6 +144,7 @@ def test_wrong_method_and_unknown_path(server: Server) -> None:
         {"X-API-Key": ""},
     ],
 )
+@pytest.mark.fault("bad input")
 def test_auth_rejects(server: Server, headers: dict[str, str]) -> None:
     headers = {name: value.format(key=server.key) for name, value in headers.items()}
     for path in ("/predict", "/metadata", "/metrics", "/nope"):

@@ -53,6 +53,7 @@ def test_server_outlives_the_process_that_started_it(
         target.teardown()
 
 
+@pytest.mark.fault("bad input")
 def test_port_taken_by_another_program(state_dir: Path, releases: dict[str, Release], api_key: str) -> None:
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", 0))
@@ -71,6 +72,7 @@ def test_authenticated_endpoint_needs_its_key(state_dir: Path, releases: dict[st
         target.deploy(releases["v1"])
 
 
+@pytest.mark.fault("injected failure")
 def test_a_candidate_left_by_a_killed_run_is_reported_then_retired(
     state_dir: Path, releases: dict[str, Release], api_key: str
 ) -> None:

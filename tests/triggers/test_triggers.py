@@ -79,6 +79,7 @@ def test_a_registered_version_is_released_and_the_ledger_names_its_event(stack: 
     assert _served_version(stack) == "1"
 
 
+@pytest.mark.fault("injected failure")
 def test_the_same_version_seen_again_starts_no_second_release(
     stack: Stack, v1: FlowRun, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -105,11 +106,13 @@ def test_the_verify_deployment_checks_production_and_records_it(stack: Stack, v1
     assert result["failures"] == [] and result["version"] == "1"
 
 
+@pytest.mark.fault("bad input")
 def test_a_parameter_that_fails_validation_is_refused_with_the_reason(stack: Stack) -> None:
     with pytest.raises(PrefectHTTPStatusError, match="Validation failed for field 'version'.*does not match"):
         run_deployment("release/release", parameters={"spec_path": str(stack.spec), "version": "latest"}, timeout=0)
 
 
+@pytest.mark.fault("bad input")
 def test_bad_deliveries_are_rejected_and_emit_nothing(stack: Stack) -> None:
     since = ago(5)
     payload = {"entity": "model_version", "action": "created", "data": {"name": "ghost", "version": "1"}}
@@ -128,6 +131,7 @@ def test_bad_deliveries_are_rejected_and_emit_nothing(stack: Stack) -> None:
     wait_for("the ghost event", lambda: events_of(stack.prefect_api, "mlflow.model.ghost", since), 30)
 
 
+@pytest.mark.fault("bad input")
 def test_a_version_that_fails_to_load_fails_its_run_and_keeps_production(stack: Stack, v1: FlowRun) -> None:
     version = register_unloadable(MODEL)
     run = final_run_for(version, timeout=PRODUCTION_WITHIN_S)
@@ -137,6 +141,7 @@ def test_a_version_that_fails_to_load_fails_its_run_and_keeps_production(stack: 
     assert _served_version(stack) == "1"
 
 
+@pytest.mark.fault("injected failure")
 def test_a_burst_of_versions_ends_on_the_last_and_never_interleaves(stack: Stack, v1: FlowRun) -> None:
     burst = register_burst(MODEL, 3)
     last = burst[-1]
