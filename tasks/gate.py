@@ -9,7 +9,9 @@ this process with gevent):
 
 Figures are read back from Locust's own CSV output. The gate also measures its own CPU (from the
 kernel's accounting of the Locust processes): a load generator near 100 % of its cores measures
-itself, not the server, and the report says so.
+itself, not the server, and the report says so. It measures how busy the whole machine was as well:
+Locust starved by other work (or by the server, when it runs on the same machine) does not reach
+100 % of its cores, but its figures are bounded all the same.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NONE
@@ -58,6 +61,7 @@ class GateReport:
     p99_ms: float
     error_rate: float
     gate_cpu_pct: float  # of the cores given to Locust (one per process)
+    machine_busy_pct: float  # of all this machine's cores, during the load phase
     processes: int
     users: int
     duration_s: float
@@ -77,11 +81,20 @@ class GateReport:
                 f"note: the gate's own CPU was {self.gate_cpu_pct:.0f}% of {self.processes} core(s): "
                 "it measured itself; raise gate.load.processes"
             )
+        elif out and self.machine_saturated:
+            out.append(
+                f"note: this machine's CPUs were {self.machine_busy_pct:.0f}% busy during the load phase (Locust, "
+                "the server if it runs here, anything else): the figures may be the machine's limit, not the release's"
+            )
         return out
 
     @property
     def saturated(self) -> bool:
         return self.gate_cpu_pct >= SATURATED_CPU_PCT
+
+    @property
+    def machine_saturated(self) -> bool:
+        return self.machine_busy_pct >= SATURATED_CPU_PCT
 
     def figures(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if k not in ("checks",)} | {
@@ -103,8 +116,10 @@ class GateReport:
                 *rows,
                 "",
                 f"{self.requests} requests, {self.failures} failed, {self.users} users for {self.duration_s:.0f} s; "
-                f"p50 {self.p50_ms:.1f} ms; gate CPU {self.gate_cpu_pct:.0f}% of {self.processes} core(s)"
-                + (" — **saturated: figures bounded by the load generator**" if self.saturated else ""),
+                f"p50 {self.p50_ms:.1f} ms; gate CPU {self.gate_cpu_pct:.0f}% of {self.processes} core(s), "
+                f"machine {self.machine_busy_pct:.0f}% busy"
+                + (" — **saturated: figures bounded by the load generator**" if self.saturated else "")
+                + (" — **machine saturated**" if self.machine_saturated and not self.saturated else ""),
             ]
         )
 
@@ -124,8 +139,9 @@ def run_gate(
     if gate.smoke:
         smoke_failures = run_smoke(url, env, report_dir)
         if smoke_failures:  # wrong answers fail the gate whatever the load figures: skip the load phase
-            return GateReport(deployment.release.id, smoke_failures, 0, 0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0,
+            return GateReport(deployment.release.id, smoke_failures, 0, 0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0,
                               load.processes, load.users, 0.0)  # fmt: skip
+    busy_before = _machine_busy_s()
     cpu_s, wall_s = _locust(
         url,
         "LoadUser",
@@ -148,6 +164,7 @@ def run_gate(
         p99_ms=_ms(stats["99%"]),
         error_rate=failures / requests if requests else 1.0,
         gate_cpu_pct=100.0 * cpu_s / wall_s / load.processes if wall_s else 0.0,
+        machine_busy_pct=100.0 * (_machine_busy_s() - busy_before) / wall_s / (os.cpu_count() or 1) if wall_s else 0.0,
         processes=load.processes,
         users=load.users,
         duration_s=load.duration_s,
@@ -211,6 +228,12 @@ def _locust(url: str, user: str, args: list[str], env: dict[str, str], prefix: P
             hint=f"read {log}",
         )
     return usage.ru_utime + usage.ru_stime, wall
+
+
+def _machine_busy_s() -> float:
+    """CPU-seconds all of this machine's cores have spent busy since boot."""
+    times = psutil.cpu_times()
+    return float(sum(times) - times.idle - getattr(times, "iowait", 0.0))
 
 
 def _ms(percentile: str) -> float:

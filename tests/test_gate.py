@@ -39,7 +39,7 @@ def test_passing_gate_reports_figures_from_locust(staged: Deployment, api_key: s
     assert report.passed and not report.smoke_failures
     assert report.requests > 50 and report.failures == 0 and report.rps > 10
     assert 0 < report.p50_ms <= report.p95_ms <= report.p99_ms
-    assert 0 < report.gate_cpu_pct <= 100 * 1.05
+    assert 0 < report.gate_cpu_pct <= 100 * 1.05 and 0 < report.machine_busy_pct <= 100 * 1.05
     assert (tmp_path / "locust.html").stat().st_size > 1000
     markdown = report.to_markdown()
     assert "| p95 latency |" in markdown and "passed" in markdown
