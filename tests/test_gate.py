@@ -46,6 +46,7 @@ def test_passing_gate_reports_figures_from_locust(staged: Deployment, api_key: s
 
 
 @pytest.mark.fault("injected failure")
+@pytest.mark.parametrize("target_factory", ["local"], indirect=True)  # about the gate, not the target
 def test_two_process_gates_run_side_by_side(staged: Deployment, api_key: str, tmp_path: Path) -> None:
     """Locust's master listens on *:5557 unless told otherwise: a second gate on the machine (another
     model's release, a benchmark) held it, and a gate with --processes failed to start."""
