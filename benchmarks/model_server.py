@@ -1,33 +1,48 @@
-"""Benchmark Slipway's model server: its limits, ablations, and MLflow's scoring server, in one run.
+"""Benchmark Slipway's model server against MLflow's and BentoML's, and against its own limits, in one run.
 
-    .venv/bin/python benchmarks/model_server.py [--duration 10] [--skip-mlflow]
+    .venv/bin/python benchmarks/model_server.py [--duration 10] [--repeat 3] [--skip-mlflow] [--skip-bentoml]
 
-Logistic regression on iris, 1-row JSON POSTs, wrk with 1 thread and 64 connections pinned to
-core 1, servers pinned to core 0 (``taskset``), a warm-up run before each measured run. All servers
-start first and are measured in ``--repeat`` rounds (each round visits every row, so load from the
-rest of a shared machine spreads over all rows); the table shows each row's median round. Rows:
+Two models: the example model (logistic regression on iris, 4 features) and a heavier one
+(gradient boosting, 100 trees of depth 3, on 20 features of sklearn's ``make_classification``, 4,000
+samples, fixed seeds), each packaged like the tests package models. A matrix of cells: model × rows
+per request (1, 100) × wrk connections (8, 64). Every server gets the same JSON body,
+``{"inputs": [[...], ...]}``, rows drawn from the model's training data, and every server's answer
+is checked against ``model.predict`` before anything is measured. wrk runs with 1 thread pinned to
+core 1, servers pinned to core 0 (``taskset``; their child processes inherit it). All servers start
+first and are measured in ``--repeat`` rounds (each round visits every row, so load from the rest
+of a shared machine spreads over all rows); a warm-up run precedes each server's first run in a
+round; the tables show each row's median round. Rows of a cell:
 
   in-process     the predict path without HTTP (JSON bytes → parse → validate → predict → JSON
-                 bytes via ``SlipwayApp.predict_bytes``), and its parts: ``model.predict`` alone,
-                 and everything but ``model.predict``: the ceiling for any server of this model
+                 bytes via ``SlipwayApp.predict_bytes``) for the cell's body, and its parts:
+                 ``model.predict`` alone, and everything but ``model.predict``: the ceiling for any
+                 server of this model (measured once per body, shown at both connection levels)
   empty ASGI     a raw ASGI app that reads the body and returns a constant, on the same uvicorn
-                 setup as Slipway: the ceiling of the web stack
+                 setup as Slipway: the ceiling of the web stack for that body
   slipway        ``python -m serving`` (the real launcher, auth on)
-  ablations      Slipway's app with uvicorn's access log on; with asyncio + h11 instead of
-                 uvloop + httptools; with asyncio only (httptools kept); the same model behind a
-                 FastAPI sync endpoint (pydantic body)
-  mlflow         ``mlflow models serve --env-manager local`` on the same model (its defaults)
-  2 workers      ``python -m serving --workers 2`` unpinned: shares both cores with wrk
+  ablations      (iris, 1 row, 64 connections only) Slipway's app with uvicorn's access log on; with
+                 asyncio + h11 instead of uvloop + httptools; with asyncio only (httptools kept);
+                 the same model behind a FastAPI sync endpoint (pydantic body)
+  mlflow         ``mlflow models serve --env-manager local`` on the same model, saved with a tensor
+                 signature so that it takes the same body; its defaults: 1 uvicorn worker, access log on
+  bentoml        ``bentoml serve`` of benchmarks/bentoml_service.py (one sync ``@bentoml.api`` taking
+                 an ndarray) on the same artifact; its defaults: 1 worker, sync calls on 1 thread,
+                 access log and Prometheus metrics on
+  2 workers      (1 row, 64 connections) ``python -m serving --workers 2`` unpinned: shares both cores
+                 with wrk (also unpinned)
 
 Latency percentiles come from wrk's own histogram (its ``done()`` hook, since ``--latency`` prints
-no p95). CPU columns are CPU-seconds per wall-second (1.00 = one core busy); "CPU µs/req" is the
-server's CPU time per request (for in-process rows: per call); "other CPU" is what the rest of the
-machine used meanwhile (noise: on a shared machine req/s moves with it). Every process started
-here is stopped in a ``finally``. Raw results go to benchmarks/out/serving-<time>.json.
+no p95). "rows/s" is req/s × rows per request. CPU columns are CPU-seconds per wall-second (1.00 =
+one core busy); "CPU µs/req" is the server's CPU time per request (for in-process rows: per call);
+"other CPU" is what the rest of the machine used meanwhile (noise: on a shared machine req/s moves
+with it). A summary per cell follows the tables. MLflow's and BentoML's usage telemetry is turned
+off. Every process started here is stopped in a ``finally``. Raw results go to
+benchmarks/out/serving-<time>.json.
 """
 
 import argparse
 import contextlib
+import importlib.metadata
 import importlib.util
 import json
 import os
@@ -47,7 +62,14 @@ from typing import Any
 from common import PY, ROOT, SERVER_CPU, bench_env, busy_seconds, cpu_seconds, free_port, run_wrk, started
 
 KEY = "bench-key-0123456789abcdef"
-ROW = [5.1, 3.5, 1.4, 0.2]
+BATCH = 100
+MODELS = {
+    "iris": "iris: LogisticRegression, 4 features",
+    "gbm": "gbm: GradientBoostingClassifier, 20 features, 100 trees of depth 3",
+}
+ROWS = (1, BATCH)
+CONNECTIONS = (8, 64)
+CELLS = [(model, rows, connections) for model in MODELS for rows in ROWS for connections in CONNECTIONS]
 INPROCESS = "in-process: JSON → parse → predict → JSON"
 EMPTY = "empty raw-ASGI endpoint (same uvicorn setup)"
 SLIPWAY = "slipway (python -m serving, auth on)"
@@ -56,8 +78,14 @@ ASYNCIO = "ablation: asyncio loop + h11"
 ASYNCIO_HTTPTOOLS = "ablation: asyncio loop (httptools kept)"
 FASTAPI = "ablation: FastAPI sync endpoint"
 MLFLOW = "mlflow models serve (defaults: 1 worker)"
+BENTOML = "bentoml serve (defaults: 1 worker)"
 WORKERS = "slipway --workers 2 (unpinned)"
-ORDER = [INPROCESS, EMPTY, SLIPWAY, ACCESS_LOG, ASYNCIO, ASYNCIO_HTTPTOOLS, FASTAPI, MLFLOW, WORKERS]
+ORDER = [INPROCESS, EMPTY, SLIPWAY, ACCESS_LOG, ASYNCIO, ASYNCIO_HTTPTOOLS, FASTAPI, MLFLOW, BENTOML, WORKERS]
+ONLY_IN = {  # rows measured in some cells only; every other row is in every cell
+    **{name: [("iris", 1, 64)] for name in (ACCESS_LOG, ASYNCIO, ASYNCIO_HTTPTOOLS, FASTAPI)},
+    WORKERS: [("iris", 1, 64), ("gbm", 1, 64)],  # the heavier model is where a second worker should matter
+}
+NO_TELEMETRY = {"MLFLOW_DISABLE_TELEMETRY": "true", "BENTOML_DO_NOT_TRACK": "true", "DO_NOT_TRACK": "true"}
 
 
 # --- helpers ---------------------------------------------------------------------------------------
@@ -74,9 +102,57 @@ def _kit() -> ModuleType:
 
 
 @dataclass
+class Model:
+    """A packaged model, the rows its requests carry and the predictions they must get back."""
+
+    name: str
+    package: Path
+    batch: list[list[float]]
+    expected: list[Any]
+
+    def body(self, rows: int) -> str:
+        return json.dumps({"inputs": self.batch[:rows]})
+
+
+def _batch(x: Any) -> list[list[float]]:
+    """BATCH rows of a training set in random order (fixed seed): mixed classes, so the answer check means something."""
+    import numpy as np
+
+    rows: list[list[float]] = x[np.random.default_rng(0).permutation(len(x))[:BATCH]].tolist()
+    return rows
+
+
+def build_models(kit: ModuleType, work: Path) -> dict[str, Model]:
+    import numpy as np
+    from sklearn.datasets import load_iris, make_classification
+    from sklearn.ensemble import GradientBoostingClassifier
+
+    iris, samples = kit.train_iris(work / "iris-train")
+    iris_batch = _batch(load_iris().data)
+    x, y = make_classification(n_samples=4000, n_features=20, n_informative=10, random_state=0)
+    gbm = GradientBoostingClassifier(n_estimators=100, max_depth=3, random_state=0).fit(x, y)
+    gbm_batch = _batch(x)
+    packages = {
+        "iris": kit.build_package(work / "iris-pkg", iris, samples),
+        "gbm": kit.build_package(work / "gbm-pkg", gbm, gbm_batch[:5], name="gbm", feature_names=None),
+    }
+    return {
+        name: Model(name, packages[name], batch, model.predict(np.asarray(batch, dtype=np.float64)).tolist())
+        for name, model, batch in (("iris", iris, iris_batch), ("gbm", gbm, gbm_batch))
+    }
+
+
+def cells(name: str) -> list[tuple[str, int, int]]:
+    return ONLY_IN.get(name, CELLS)
+
+
+@dataclass
 class Result:
     name: str
     rps: float
+    model: str = ""
+    rows: int = 1
+    connections: int | None = None  # None: in-process, the same at every connection level
     p50_ms: float | None = None
     p95_ms: float | None = None
     p99_ms: float | None = None
@@ -90,28 +166,59 @@ class Result:
 
 
 @dataclass
-class Target:
-    """A started server to measure: wrk goes to ``url`` with ``body``."""
+class Server:
+    """A started server: wrk POSTs to ``url``."""
 
     name: str
     proc: subprocess.Popen[bytes]
     url: str
-    body: str
     key: str | None
     pinned: bool
     note: str = ""
+
+
+@dataclass
+class Target:
+    """One row of one cell: a server, the body for a model and a row count, a connection count."""
+
+    server: Server
+    model: str
+    rows: int
+    connections: int
+    body: str
+    warm_up: bool = False  # the server's first target in a round
     runs: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return f"{self.model}, {self.rows} row(s), {self.connections} conn: {self.server.name}"
+
+
+def check_answer(target: Target, expected: list[Any]) -> None:
+    """The server must answer the body with the model's predictions, not just with 200."""
+    import httpx
+
+    server = target.server
+    headers = {"Content-Type": "application/json"}
+    if server.key:
+        headers["Authorization"] = f"Bearer {server.key}"
+    answer = httpx.post(server.url, content=target.body, headers=headers, timeout=30).json()
+    got = answer["predictions"] if isinstance(answer, dict) else answer  # BentoML answers the bare array
+    if got != expected:
+        raise RuntimeError(f"{target.label} answered {str(got)[:200]}, expected {str(expected)[:200]}")
 
 
 def measure_once(target: Target, args: argparse.Namespace, workdir: Path) -> None:
-    run_wrk(target.url, target.body, target.key, args.warmup, workdir, target.pinned)
-    cpu0, busy0 = cpu_seconds(target.proc.pid), busy_seconds()
-    stats = run_wrk(target.url, target.body, target.key, args.duration, workdir, target.pinned)
-    stats["server_cpu"] = (cpu_seconds(target.proc.pid) - cpu0) / args.duration
+    server = target.server
+    if target.warm_up:
+        run_wrk(server.url, target.body, server.key, args.warmup, workdir, server.pinned, target.connections)
+    cpu0, busy0 = cpu_seconds(server.proc.pid), busy_seconds()
+    stats = run_wrk(server.url, target.body, server.key, args.duration, workdir, server.pinned, target.connections)
+    stats["server_cpu"] = (cpu_seconds(server.proc.pid) - cpu0) / args.duration
     other = (busy_seconds() - busy0) / args.duration - stats["server_cpu"] - stats["client_cpu"]
     stats["other_cpu"] = max(0.0, other)
     target.runs.append(stats)
-    print(f"  {target.name}: {stats['rps']:,.0f} req/s, p95 {stats['p95_ms']:.2f} ms, errors {stats['errors']}, "
+    print(f"  {target.label}: {stats['rps']:,.0f} req/s, p95 {stats['p95_ms']:.2f} ms, errors {stats['errors']}, "
           f"other CPU {stats['other_cpu']:.2f}", flush=True)  # fmt: skip
 
 
@@ -120,11 +227,12 @@ def summarize(target: Target) -> Result:
     runs = target.runs
     stats = dict(sorted(runs, key=lambda r: r["rps"])[len(runs) // 2])
     raw = stats.pop("raw")
-    note = target.note
+    note = target.server.note
     if len(runs) > 1:
         rates = ", ".join(f"{r['rps']:,.0f}" for r in runs)
         note = f"{note}; runs {rates}".lstrip("; ")
-    return Result(target.name, note=note, extra={"wrk": raw, "runs": [r["rps"] for r in runs]}, **stats)
+    return Result(target.server.name, model=target.model, rows=target.rows, connections=target.connections,
+                  note=note, extra={"wrk": raw, "runs": [r["rps"] for r in runs]}, **stats)  # fmt: skip
 
 
 # --- server variants (run as `benchmarks/model_server.py --serve VARIANT ...`; ablations live here) -----
@@ -196,9 +304,8 @@ def serve_variant(variant: str, package: Path, port: int) -> None:
     uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, **settings)).run()
 
 
-def inprocess(package: Path, seconds: float) -> dict[str, float]:
-    """Calls per second of the predict path and its parts, in this (pinned) process."""
-    import numpy as np
+def inprocess(package: Path, body_file: Path, seconds: float) -> dict[str, float]:
+    """Calls per second of the predict path for one request body and its parts, in this (pinned) process."""
     import orjson
     import sklearn
 
@@ -207,11 +314,11 @@ def inprocess(package: Path, seconds: float) -> dict[str, float]:
 
     app = create_app(package, api_key=None)
     configure_sklearn()
-    body = orjson.dumps({"inputs": ROW})
-    matrix = np.asarray([ROW], dtype=np.float64)
+    body = body_file.read_bytes()
+    to_matrix = app.model.to_matrix
+    matrix = to_matrix(orjson.loads(body)["inputs"])
     predict = app.model.model.predict
     fixed = predict(matrix)
-    to_matrix = app.model.to_matrix
 
     def without_predict() -> None:
         to_matrix(orjson.loads(body)["inputs"])
@@ -244,108 +351,158 @@ def save_mlflow_model(package: Path, out: Path) -> None:
 
     from serving.model import load_package
 
-    model = load_package(package).model
-    x = np.asarray([ROW], dtype=np.float64)
-    mlflow.sklearn.save_model(model, str(out), signature=infer_signature(x, model.predict(x)))
+    loaded = load_package(package)
+    x = np.asarray([sample.input for sample in loaded.manifest.samples], dtype=np.float64)
+    # a tensor signature (from an ndarray): /invocations then takes {"inputs": [[...], ...]} like the others.
+    # MLflow's default format, skops, refuses to load gradient boosting's trees unless their type is trusted.
+    signature = infer_signature(x, loaded.model.predict(x))
+    mlflow.sklearn.save_model(loaded.model, str(out), signature=signature,
+                              skops_trusted_types=["sklearn.tree._tree.Tree"])  # fmt: skip
 
 
 # --- the run ---------------------------------------------------------------------------------------
 
 
 def run(args: argparse.Namespace) -> list[Result]:
-    """Start every server first, then measure in rounds (each round visits every target), so that
-    load from the rest of a shared machine spreads over all rows instead of hitting one; the table
-    shows each row's median round."""
+    """Start every server first, check its answers, then measure in rounds (each round visits every
+    target), so that load from the rest of a shared machine spreads over all rows instead of hitting
+    one; the tables show each row's median round."""
     kit = _kit()
     work = Path(tempfile.mkdtemp(prefix="slipway-bench-"))
-    body = json.dumps({"inputs": ROW})
     me = [PY, str(Path(__file__).resolve())]
     wanted = [name for name in ORDER if args.only.lower() in name.lower()]
     if args.skip_mlflow or not shutil.which("mlflow", path=str(Path(PY).parent)):
         wanted = [name for name in wanted if name != MLFLOW]
+    if args.skip_bentoml or not shutil.which("bentoml", path=str(Path(PY).parent)):
+        wanted = [name for name in wanted if name != BENTOML]
     if not importlib.util.find_spec("fastapi"):
         wanted = [name for name in wanted if name != FASTAPI]
     try:
-        model, rows = kit.train_iris(work / "train")
-        package = kit.build_package(work / "pkg", model, rows)
+        print("training and packaging the models", flush=True)
+        models = build_models(kit, work)
         with contextlib.ExitStack() as stack:
 
-            def start(name: str, cmd: list[str], url: str, body: str, key: str | None, pinned: bool = True,
-                      env: dict[str, str] | None = None, note: str = "") -> Target:  # fmt: skip
+            def start(name: str, model: Model, cmd: list[str], url: str, key: str | None, pinned: bool = True,
+                      env: dict[str, str] | None = None, note: str = "") -> Server:  # fmt: skip
                 if pinned:
                     cmd = ["taskset", "-c", SERVER_CPU, *cmd]
-                proc = stack.enter_context(started(cmd, url, body, key, work, re.sub(r"\W+", "-", name), env=env))
-                return Target(name, proc, url, body, key, pinned, note)
+                log = re.sub(r"\W+", "-", f"{model.name} {name}")
+                proc = stack.enter_context(started(cmd, url, model.body(1), key, work, log, env=env))
+                return Server(name, proc, url, key, pinned, note)
 
-            def variant(name: str, which: str, note: str) -> Target:
+            def variant(name: str, which: str, note: str, model: Model) -> Server:
                 port = free_port()
-                cmd = [*me, "--serve", which, "--package", str(package), "--port", str(port)]
+                cmd = [*me, "--serve", which, "--package", str(model.package), "--port", str(port)]
                 url = f"http://127.0.0.1:{port}/predict"
-                return start(name, cmd, url, body, None if which == "empty" else KEY, note=note)
+                return start(name, model, cmd, url, None if which == "empty" else KEY, note=note)
 
-            def slipway(name: str, workers: int, pinned: bool, note: str = "") -> Target:
+            def slipway(name: str, workers: int, pinned: bool, model: Model, note: str = "") -> Server:
                 port = free_port()
-                cmd = [PY, "-m", "serving", "--package", str(package), "--port", str(port), "--workers", str(workers)]
+                cmd = [PY, "-m", "serving", "--package", str(model.package), "--port", str(port),
+                       "--workers", str(workers)]  # fmt: skip
                 url = f"http://127.0.0.1:{port}/predict"
-                return start(name, cmd, url, body, KEY, pinned, bench_env(SLIPWAY_API_KEY=KEY), note)
+                return start(name, model, cmd, url, KEY, pinned, bench_env(SLIPWAY_API_KEY=KEY), note)
 
-            def mlflow() -> Target:
-                mlflow_dir = work / "mlflow-model"
-                subprocess.run([*me, "--save-mlflow", str(package), str(mlflow_dir)], cwd=work, env=bench_env(),
-                               check=True, capture_output=True, timeout=300)  # fmt: skip
+            def mlflow(model: Model) -> Server:
+                mlflow_dir = work / f"{model.name}-mlflow-model"
+                subprocess.run([*me, "--save-mlflow", str(model.package), str(mlflow_dir)], cwd=work,
+                               env=bench_env(**NO_TELEMETRY), check=True, capture_output=True, timeout=300)  # fmt: skip
                 port = free_port()
                 cmd = [str(Path(PY).parent / "mlflow"), "models", "serve", "-m", str(mlflow_dir), "--env-manager",
                        "local", "-h", "127.0.0.1", "-p", str(port)]  # fmt: skip
                 url = f"http://127.0.0.1:{port}/invocations"
-                return start(MLFLOW, cmd, url, json.dumps({"inputs": [ROW]}), None,
+                return start(MLFLOW, model, cmd, url, None, env=bench_env(**NO_TELEMETRY),
                              note="uvicorn, access log on (its default)")  # fmt: skip
 
-            starters: dict[str, Callable[[], Target]] = {
-                EMPTY: lambda: variant(EMPTY, "empty", "web stack ceiling"),
-                SLIPWAY: lambda: slipway(SLIPWAY, 1, True),
-                ACCESS_LOG: lambda: variant(ACCESS_LOG, "access-log", "access lines to a file"),
-                ASYNCIO: lambda: variant(ASYNCIO, "asyncio-h11", "instead of uvloop + httptools"),
-                ASYNCIO_HTTPTOOLS: lambda: variant(ASYNCIO_HTTPTOOLS, "asyncio-httptools", "instead of uvloop"),
-                FASTAPI: lambda: variant(FASTAPI, "fastapi", "pydantic body, threadpool"),
+            def bentoml(model: Model) -> Server:
+                port = free_port()
+                cmd = [str(Path(PY).parent / "bentoml"), "serve", "bentoml_service:SklearnModel", "--working-dir",
+                       str(Path(__file__).resolve().parent), "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
+                env = bench_env(SLIPWAY_BENCH_ARTIFACT=str(model.package / "model.joblib"),
+                                BENTOML_HOME=str(work / "bentoml-home"), **NO_TELEMETRY)  # fmt: skip
+                url = f"http://127.0.0.1:{port}/predict"
+                return start(BENTOML, model, cmd, url, None, env=env, note="access log on, sync API on 1 thread")
+
+            starters: dict[str, Callable[[Model], Server]] = {
+                EMPTY: lambda model: variant(EMPTY, "empty", "web stack ceiling", model),
+                SLIPWAY: lambda model: slipway(SLIPWAY, 1, True, model),
+                ACCESS_LOG: lambda model: variant(ACCESS_LOG, "access-log", "access lines to a file", model),
+                ASYNCIO: lambda model: variant(ASYNCIO, "asyncio-h11", "instead of uvloop + httptools", model),
+                ASYNCIO_HTTPTOOLS: lambda model: variant(
+                    ASYNCIO_HTTPTOOLS, "asyncio-httptools", "instead of uvloop", model
+                ),
+                FASTAPI: lambda model: variant(FASTAPI, "fastapi", "pydantic body, threadpool", model),
                 MLFLOW: mlflow,
-                WORKERS: lambda: slipway(WORKERS, 2, False, "shares both cores with wrk"),
+                BENTOML: bentoml,
+                WORKERS: lambda model: slipway(WORKERS, 2, False, model, "shares both cores with wrk"),
             }
             print("starting servers", flush=True)
-            targets = [starters[name]() for name in wanted if name in starters]
-            inproc_runs: list[dict[str, float]] = []
+            targets: list[Target] = []
+            for name in wanted:
+                if name not in starters:
+                    continue
+                for model in dict.fromkeys(m for m, _, _ in cells(name)):
+                    server = starters[name](models[model])
+                    mine = [Target(server, model, rows, connections, models[model].body(rows))
+                            for m, rows, connections in cells(name) if m == model]  # fmt: skip
+                    mine[0].warm_up = True
+                    targets += mine
+            print("checking every answer against model.predict", flush=True)
+            for target in targets:
+                if target.server.name != EMPTY:
+                    check_answer(target, models[target.model].expected[: target.rows])
+            inproc_runs: dict[tuple[str, int], list[dict[str, float]]] = {}
             for round_ in range(args.repeat):
                 print(f"round {round_ + 1}/{args.repeat}", flush=True)
                 if INPROCESS in wanted:
-                    inproc_runs.append(_inprocess_run(me, package, args))
+                    for model in models.values():
+                        for rows in ROWS:
+                            runs = inproc_runs.setdefault((model.name, rows), [])
+                            runs.append(_inprocess_run(me, model, rows, work, args))
                 for target in targets:
                     measure_once(target, args, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    results = _inprocess_results(inproc_runs) if inproc_runs else []
+    results = [r for (model, rows), runs in inproc_runs.items() for r in _inprocess_results(model, rows, runs)]
     return results + [summarize(t) for t in targets]
 
 
-def _inprocess_run(me: list[str], package: Path, args: argparse.Namespace) -> dict[str, float]:
+def _inprocess_run(me: list[str], model: Model, rows: int, work: Path, args: argparse.Namespace) -> dict[str, float]:
+    body_file = work / f"{model.name}-{rows}.json"
+    body_file.write_text(model.body(rows))
     out = subprocess.run(
-        ["taskset", "-c", SERVER_CPU, *me, "--inprocess", str(package), "--duration", str(args.duration)],
+        ["taskset", "-c", SERVER_CPU, *me, "--inprocess", str(model.package), str(body_file), "--duration",
+         str(args.duration)],
         cwd=ROOT, env=bench_env(), capture_output=True, text=True, check=True, timeout=args.duration * 3 + 60,
     )  # fmt: skip
     rates: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
-    print(f"  in-process: {rates['full']:,.0f}/s full path, {rates['predict_only']:,.0f}/s predict", flush=True)
+    print(f"  in-process, {model.name}, {rows} row(s): {rates['full']:,.0f}/s full path, "
+          f"{rates['predict_only']:,.0f}/s predict", flush=True)  # fmt: skip
     return rates
 
 
-def _inprocess_results(runs: list[dict[str, float]]) -> list[Result]:
+def _inprocess_results(model: str, rows: int, runs: list[dict[str, float]]) -> list[Result]:
     median = sorted(runs, key=lambda r: r["full"])[len(runs) // 2]
     finite = f"{median['predict_only_finite_check']:,.0f}/s with sklearn's finite check"
     rates = ", ".join(f"{r['full']:,.0f}" for r in runs)
     note = f"SlipwayApp.predict_bytes, no HTTP; runs {rates}"
     return [
-        Result(INPROCESS, median["full"], extra={"runs": runs}, note=note),
-        Result("in-process: model.predict alone", median["predict_only"], note=finite),
-        Result("in-process: everything but model.predict", median["without_predict"],
+        Result(INPROCESS, median["full"], model, rows, extra={"runs": runs}, note=note),
+        Result("in-process: model.predict alone", median["predict_only"], model, rows, note=finite),
+        Result("in-process: everything but model.predict", median["without_predict"], model, rows,
                note="orjson + validation + np.asarray + orjson"),
     ]  # fmt: skip
+
+
+def _find(results: list[Result], name: str, cell: tuple[str, int, int]) -> Result | None:
+    model, rows, connections = cell
+    return next((r for r in results if r.name == name and r.model == model and r.rows == rows
+                 and r.connections in (None, connections)), None)  # fmt: skip
+
+
+def _title(cell: tuple[str, int, int]) -> str:
+    model, rows, connections = cell
+    return f"{MODELS[model]}; {rows} row{'s' if rows > 1 else ''} per request; {connections} connections"
 
 
 def table(results: list[Result]) -> str:
@@ -361,60 +518,115 @@ def table(results: list[Result]) -> str:
             return f"{1e6 / r.rps:,.0f}"
         return "" if not r.server_cpu else f"{1e6 * r.server_cpu / r.rps:,.0f}"
 
+    lines: list[str] = []
+    for cell in CELLS:
+        rows = [r for r in results if (r.model, r.rows) == cell[:2] and r.connections in (None, cell[2])]
+        if not rows:
+            continue
+        lines += [
+            f"\n**{_title(cell)}**\n",
+            "| variant | req/s | rows/s | p50 ms | p95 ms | p99 ms | errors | server CPU | CPU µs/req | wrk CPU "
+            "| other CPU | note |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        ]
+        for r in rows:
+            errors = r.errors if r.p50_ms is not None else ""
+            lines.append(
+                f"| {r.name} | {r.rps:,.0f} | {r.rps * r.rows:,.0f} | {ms(r.p50_ms)} | {ms(r.p95_ms)} | "
+                f"{ms(r.p99_ms)} | {errors} | {cpu(r.server_cpu)} | {per_request(r)} | {cpu(r.client_cpu)} | "
+                f"{cpu(r.other_cpu)} | {r.note} |"
+            )
+    return "\n".join(lines).lstrip("\n")
+
+
+def summary(results: list[Result]) -> str:
+    """Per cell: Slipway against MLflow, BentoML and the in-process rate; the goals are ≥ 4× MLflow's
+    req/s at a lower p95 and ≥ 50 % of the in-process rate. Then what a second worker adds."""
+
+    def ratio(ours: Result, theirs: Result | None) -> str:
+        return "" if theirs is None else f"{ours.rps / theirs.rps:.1f}x"
+
+    def p95(r: Result | None) -> str:
+        return "" if r is None or r.p95_ms is None else f"{r.p95_ms:.2f}"
+
     lines = [
-        "| variant | req/s | p50 ms | p95 ms | p99 ms | errors | server CPU | CPU µs/req | wrk CPU | other CPU "
-        "| note |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| cell | slipway req/s | ÷ mlflow | p95 slipway / mlflow ms | ÷ bentoml | p95 bentoml ms "
+        "| % of in-process | goals met |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
     ]
-    for r in results:
-        errors = r.errors if r.p50_ms is not None else ""
+    for cell in CELLS:
+        ours = _find(results, SLIPWAY, cell)
+        if ours is None:
+            continue
+        mlflow, bento, limit = (_find(results, name, cell) for name in (MLFLOW, BENTOML, INPROCESS))
+        share = "" if limit is None else f"{100 * ours.rps / limit.rps:.0f} %"
+        goals = ""
+        if mlflow and limit and ours.p95_ms is not None and mlflow.p95_ms is not None:
+            met = ours.rps >= 4 * mlflow.rps and ours.p95_ms < mlflow.p95_ms and ours.rps >= limit.rps / 2
+            goals = "yes" if met else "no"
+        model, rows, connections = cell
         lines.append(
-            f"| {r.name} | {r.rps:,.0f} | {ms(r.p50_ms)} | {ms(r.p95_ms)} | {ms(r.p99_ms)} | {errors} | "
-            f"{cpu(r.server_cpu)} | {per_request(r)} | {cpu(r.client_cpu)} | {cpu(r.other_cpu)} | {r.note} |"
+            f"| {model}, {rows} row(s), {connections} conn | {ours.rps:,.0f} | {ratio(ours, mlflow)} | "
+            f"{p95(ours)} / {p95(mlflow)} | {ratio(ours, bento)} | {p95(bento)} | {share} | {goals} |"
         )
-    ours = next((r for r in results if r.name == SLIPWAY), None)
-    theirs = next((r for r in results if r.name == MLFLOW), None)
-    limit = next((r for r in results if r.name == INPROCESS), None)
-    if ours and theirs:
-        lines.append(f"\nslipway / mlflow: {ours.rps / theirs.rps:.1f}x req/s; p95 {ours.p95_ms:.2f} ms vs "
-                     f"{theirs.p95_ms:.2f} ms")  # fmt: skip
-    if ours and limit:
-        lines.append(f"slipway / in-process: {100 * ours.rps / limit.rps:.0f} %")
+    for cell in ONLY_IN[WORKERS]:
+        one, two = _find(results, SLIPWAY, cell), _find(results, WORKERS, cell)
+        if one and two:
+            lines.append(
+                f"\n{_title(cell)}: 2 workers (unpinned, wrk on the same 2 cores) {two.rps:,.0f} req/s vs 1 pinned "
+                f"worker {one.rps:,.0f} ({ratio(two, one)}); p95 {p95(two)} vs {p95(one)} ms; server CPU "
+                f"{two.server_cpu or 0:.2f} + wrk CPU {two.client_cpu or 0:.2f} (1 worker: {one.server_cpu or 0:.2f} "
+                f"+ {one.client_cpu or 0:.2f})"
+            )
     return "\n".join(lines)
+
+
+def _versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for dist in ("scikit-learn", "uvicorn", "mlflow", "bentoml"):
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            versions[dist] = importlib.metadata.version(dist)
+    return versions
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per measured run")
-    parser.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up per server")
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up per server and round")
     parser.add_argument("--repeat", type=int, default=1, help="rounds over all servers; the median is shown")
     parser.add_argument("--skip-mlflow", action="store_true")
+    parser.add_argument("--skip-bentoml", action="store_true")
     parser.add_argument("--only", default="", help="run only variants whose name contains this (e.g. slipway)")
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     parser.add_argument("--package", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--inprocess", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--inprocess", nargs=2, type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--save-mlflow", nargs=2, type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         return serve_variant(args.serve, args.package, args.port)
     if args.inprocess:
-        print(json.dumps(inprocess(args.inprocess, args.duration)))
+        print(json.dumps(inprocess(*args.inprocess, args.duration)))
         return None
     if args.save_mlflow:
         return save_mlflow_model(*args.save_mlflow)
     for tool in ("wrk", "taskset"):
         if not shutil.which(tool):
             raise SystemExit(f"{tool} is not installed")
-    started_at = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    started_at, t0 = time.strftime("%Y-%m-%d %H:%M:%S %Z"), time.monotonic()
     results = run(args)
+    elapsed = time.monotonic() - t0
+    versions = _versions()
     print(f"\n{started_at}; {platform.node()}; {os.cpu_count()} cores; duration {args.duration:g} s, "
-          f"64 connections, wrk -t1\n")  # fmt: skip
+          f"{args.repeat} round(s), wrk -t1; run took {elapsed / 60:.1f} min; "
+          f"{', '.join(f'{k} {v}' for k, v in versions.items())}\n")  # fmt: skip
     print(table(results))
+    print(f"\n{summary(results)}")
     out_dir = ROOT / "benchmarks" / "out"
     out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / f"serving-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.write_text(json.dumps({"date": started_at, "args": vars(args) | {"package": None, "inprocess": None},
+    out.write_text(json.dumps({"date": started_at, "seconds": round(elapsed), "versions": versions,
+                               "args": vars(args) | {"package": None, "inprocess": None},
                                "results": [asdict(r) for r in results]}, indent=2, default=str))  # fmt: skip
     print(f"\nraw results: {out}")
     return None
