@@ -24,17 +24,21 @@ test: $(BIN)/slipway
 	bash scripts/services/test-services.sh
 	$(BIN)/ruff check .
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=15
+	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=15 \
+		-o junit_family=xunit1 --junitxml=benchmarks/out/tests.xml  # read by benchmarks/reliability.py --from-xml
 
 lint: $(BIN)/slipway
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy
 
-## bench: the side-by-side benchmarks (figures go to BENCHMARKS.md)
+## bench: every benchmark table and the reliability tally (figures go to BENCHMARKS.md; about 50 min)
 bench: $(BIN)/slipway
 	$(BIN)/pip install -q -e '.[bench]'
 	bash scripts/services/test-services.sh
-	$(BIN)/python benchmarks/model_server.py --duration 10 --repeat 3
+	$(BIN)/python benchmarks/model_server.py --duration 8 --repeat 3
 	$(BIN)/python benchmarks/images.py
+	$(BIN)/python benchmarks/pipeline.py
+	$(BIN)/python benchmarks/gate_capacity.py --repeat 3
+	$(BIN)/python benchmarks/reliability.py
 
 ## clean-demo: stop the demo's servers
 clean-demo: $(BIN)/slipway

@@ -143,8 +143,7 @@ def push(spec: ReleaseSpec, ref: str, *, log: Log = _log.info) -> ImageRef:
 
 
 def _stream(client: docker.DockerClient, ctx: Path, tag: str, labels: dict[str, str]) -> Iterable[Mapping[str, Any]]:
-    return client.api.build(
-        path=str(ctx), tag=tag, rm=True, forcerm=True, pull=False, decode=True, labels=labels)
+    return client.api.build(path=str(ctx), tag=tag, rm=True, forcerm=True, pull=False, decode=True, labels=labels)
 
 
 def _link_tree(src: Path, dst: Path) -> None:
