@@ -78,7 +78,7 @@ class DockerHostTarget:
                     old.remove(force=True)  # staging is replaced, not switched
                 self._check_port(False)
             self._ensure_image(release)
-            name = f"{self.prefix}-{release.id}-{secrets.token_hex(2)}"
+            name = _container_name(self.prefix, release.id)
             container = self._run(release, name, None if production else self.config.port)
             container.reload()
             port = _host_port(container)
@@ -315,6 +315,13 @@ class DockerHostTarget:
             if c.name not in keep and c.status != "running":
                 c.remove(force=True)
         return len(state["previous"]) != before
+
+
+def _container_name(prefix: str, release_id: str) -> str:
+    """A unique container name that is also a DNS label (at most 63 characters): the proxy reaches the
+    production container by name through the engine's DNS, which refuses longer names."""
+    suffix = f"-{release_id}-{secrets.token_hex(2)}"
+    return prefix[: 63 - len(suffix)].rstrip("-") + suffix
 
 
 def _host_port(container: Container) -> int:

@@ -26,8 +26,8 @@ from tests.docker.helpers import TEST_REPOSITORY, with_image
 def make(state_dir: Path, api_key: str) -> Iterator[object]:
     made: list[Target] = []
 
-    def factory(stage: Stage = Stage.PRODUCTION, **settings: object) -> Target:
-        ctx = TargetContext("iris", stage, state_dir, True, SecretStr(api_key))
+    def factory(stage: Stage = Stage.PRODUCTION, model: str = "iris", **settings: object) -> Target:
+        ctx = TargetContext(model, stage, state_dir, True, SecretStr(api_key))
         target = make_target(DockerTarget.model_validate({"port": free_port(), **settings}), ctx)
         made.append(target)
         return target
@@ -74,6 +74,13 @@ def test_container_settings_and_key_not_in_image(make, releases: dict[str, Relea
     assert not any("SLIPWAY_API_KEY" in e for e in image["Env"] or [])
     assert image["User"] == "10001:10001" and image["Healthcheck"]["Test"][0] == "CMD"
     assert image["Labels"]["io.slipway.sha256"] == releases["v1"].package_sha256
+
+
+def test_a_long_model_name_goes_live_behind_the_proxy(make, releases: dict[str, Release], api_key: str) -> None:  # type: ignore[no-untyped-def]
+    """The proxy finds production containers by name through the engine's DNS: 63 characters at most."""
+    target = make(model="fraud-detector-for-card-payments-eu")
+    url = put_live(target, with_image(releases["v1"]), 30).endpoint.url
+    assert _sha(url, api_key) == releases["v1"].package_sha256
 
 
 @pytest.mark.fault("bad input")
