@@ -22,10 +22,11 @@ server's. Rows, at each ``--users`` count:
 
 Locust runs as the gate runs it: ``locust -f FILE USER --headless --only-summary --host --csv
 --html --exit-code-on-error 0 --stop-timeout 5 --loglevel WARNING -u USERS -r USERS -t DURATION``
-and the gate's own process flags (``tasks.gate._processes``: ``--processes N`` with a master on a
-free port of 127.0.0.1, so 1 process is a master and one worker), spawn rate = users
+and the gate's own process flags (``tasks.gate._processes``: none for 1 process, a plain local
+runner; for more, ``--processes N`` with a master on a free port of 127.0.0.1), spawn rate = users
 (every user starts within the first second). req/s, percentiles and failures are Locust's own,
-read from its CSV's Aggregated row as the gate reads it (so the ramp-up second is in them).
+read from the final stats the gate's locustfile writes as Locust exits, as the gate reads them
+(so the ramp-up second is in them).
 "gate CPU %" is the figure the gate reports about itself (wait4 CPU of Locust and its workers over
 wall time, per process; it flags ≥ 90 % as saturated): startup and shutdown are in it. The other
 CPU columns are core-seconds per second sampled with psutil over the steady part of each run (while
@@ -62,7 +63,7 @@ from pydantic import SecretStr
 
 from slipway.spec import GateSettings, LoadProfile
 from targets.base import Deployment, Endpoint, Release, Stage
-from tasks.gate import LOCUSTFILE, _aggregated, _processes, run_gate
+from tasks.gate import LOCUSTFILE, _processes, load_figures, run_gate
 
 HTTP_LOCUSTFILE = Path(__file__).resolve().with_name("locust_http_user.py")
 FAST_1 = "FastHttpUser (gate's LoadUser), 1 process, core 1"
@@ -168,16 +169,16 @@ def run_locust(locustfile: Path, user: str, processes: int, url: str, users: int
     log = prefix.with_suffix(".log")
     begin = time.monotonic()
     with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL)
+        stats_env = env | {"SLIPWAY_GATE_STATS": f"{prefix}.json"}
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=stats_env, stdin=subprocess.DEVNULL)
         _, status, usage = os.wait4(proc.pid, 0)
     wall = time.monotonic() - begin
     if code := os.waitstatus_to_exitcode(status):
         raise RuntimeError(f"locust {user} exited with {code}: {log.read_text(errors='replace')[-2000:]}")
-    stats = _aggregated(Path(f"{prefix}_stats.csv"))
+    figures = load_figures(Path(f"{prefix}.json"))
     return {
-        "rps": float(stats["Requests/s"]), "p50_ms": float(stats["50%"] or 0), "p95_ms": float(stats["95%"] or 0),
-        "p99_ms": float(stats["99%"] or 0), "requests": int(stats["Request Count"]),
-        "failures": int(stats["Failure Count"]),
+        "rps": figures.rps, "p50_ms": figures.percentile(0.5), "p95_ms": figures.percentile(0.95),
+        "p99_ms": figures.percentile(0.99), "requests": figures.requests, "failures": figures.failures,
         "gate_cpu_pct": 100 * (usage.ru_utime + usage.ru_stime) / wall / processes,
     }  # fmt: skip
 

@@ -7,6 +7,7 @@ Environment (set by the gate):
   SLIPWAY_GATE_BATCH    rows per request in the load phase
   SLIPWAY_API_KEY       the endpoint's API key (absent when the endpoint has no auth)
   SLIPWAY_GATE_SMOKE_REPORT  where the smoke phase writes its verdict (JSON)
+  SLIPWAY_GATE_STATS    where the load phase writes its final stats (JSON, Locust's own serialization)
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 
 from locust import FastHttpUser, constant, events, task
 from locust.env import Environment
+from locust.runners import WorkerRunner
 
 from serving.manifest import read_manifest
 
@@ -64,6 +66,24 @@ def _write_smoke_report(environment: Environment, **_: Any) -> None:
         stats = environment.stats
         errors = [f"{e.error} (x{e.occurrences})" for e in stats.errors.values()]
         Path(path).write_text(json.dumps({"requests": stats.total.num_requests, "failures": errors}))
+
+
+_ENVIRONMENT: list[Environment] = []  # Locust's quit event, the last one, does not pass it
+
+
+@events.init.add_listener
+def _remember_environment(environment: Environment, **_: Any) -> None:
+    _ENVIRONMENT.append(environment)
+
+
+@events.quit.add_listener
+def _write_final_stats(**_: Any) -> None:
+    """The load phase's stats as Locust exits, every request counted (its CSV is rewritten once a second
+    and misses the last one; with --processes, the master has the workers' final reports only now).
+    Written by the master alone: a worker's stats are partial."""
+    path = os.environ.get("SLIPWAY_GATE_STATS")
+    if path and _ENVIRONMENT and not isinstance(_ENVIRONMENT[0].runner, WorkerRunner):
+        Path(path).write_text(json.dumps(_ENVIRONMENT[0].stats.serialize_stats()))
 
 
 class LoadUser(FastHttpUser):

@@ -7,16 +7,16 @@ this process with gevent):
   load   ``LoadUser`` (``FastHttpUser``, no think time) with the spec's users, spawn rate,
          duration and ``--processes``
 
-Figures are read back from Locust's own CSV output. The gate also measures its own CPU (from the
-kernel's accounting of the Locust processes): a load generator near 100 % of its cores measures
-itself, not the server, and the report says so. It measures how busy the whole machine was as well:
+Figures are Locust's own final stats, written by load_tests/predict.py as Locust exits (its CSV,
+kept for people, is rewritten once a second and misses the end of a run). The gate also measures
+its own CPU (from the kernel's accounting of the Locust processes): a load generator near 100 % of
+its cores measures itself, not the server, and the report says so. It measures how busy the whole machine was as well:
 Locust starved by other work (or by the server, when it runs on the same machine) does not reach
 100 % of its cores, but its figures are bounded all the same.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import socket
@@ -147,21 +147,20 @@ def run_gate(
         "LoadUser",
         ["-u", str(load.users), "-r", str(load.spawn_rate), "-t", f"{load.duration_s:g}s",
          *_processes(load.processes), "--html", str(report_dir / "locust.html")],
-        env,
+        env | {"SLIPWAY_GATE_STATS": str(report_dir / "load.json")},
         report_dir / "load",
     )  # fmt: skip
-    stats = _aggregated(report_dir / "load_stats.csv")
-    requests = int(stats["Request Count"])
-    failures = int(stats["Failure Count"])
+    figures = load_figures(report_dir / "load.json")
+    requests, failures = figures.requests, figures.failures
     report = GateReport(
         release_id=deployment.release.id,
         smoke_failures=smoke_failures,
         requests=requests,
         failures=failures,
-        rps=float(stats["Requests/s"]),
-        p50_ms=_ms(stats["50%"]),
-        p95_ms=_ms(stats["95%"]),
-        p99_ms=_ms(stats["99%"]),
+        rps=figures.rps,
+        p50_ms=figures.percentile(0.50),
+        p95_ms=figures.percentile(0.95),
+        p99_ms=figures.percentile(0.99),
         error_rate=failures / requests if requests else 1.0,
         gate_cpu_pct=100.0 * cpu_s / wall_s / load.processes if wall_s else 0.0,
         machine_busy_pct=100.0 * (_machine_busy_s() - busy_before) / wall_s / (os.cpu_count() or 1) if wall_s else 0.0,
@@ -195,8 +194,11 @@ def _judge(report: GateReport, slo: Slo) -> GateReport:
 
 
 def _processes(n: int) -> list[str]:
-    """Locust's flags for ``n`` load processes (a master and ``n`` forked workers), the master on a free
-    port of 127.0.0.1: its default, *:5557, would make two gates on one machine fail each other."""
+    """Locust's flags for ``n`` load processes. One is a plain local runner (a master and a forked
+    worker would cost ~3 s of start and stop per gate); more get a master on a free port of
+    127.0.0.1: its default, *:5557, would make two gates on one machine fail each other."""
+    if n == 1:
+        return []
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -236,17 +238,43 @@ def _machine_busy_s() -> float:
     return float(sum(times) - times.idle - getattr(times, "iowait", 0.0))
 
 
-def _ms(percentile: str) -> float:
-    """A percentile from Locust's CSV: "N/A" (or empty) when no request completed."""
-    return float(percentile) if percentile not in ("", "N/A") else 0.0
+@dataclass(frozen=True)
+class LoadFigures:
+    """A load phase's totals, from the stats load_tests/predict.py writes as Locust exits (its CSV is
+    rewritten once a second, so it can miss the last second of a run)."""
+
+    requests: int
+    failures: int
+    rps: float
+    response_times: dict[float, int]  # milliseconds (rounded as Locust rounds them) → count
+
+    def percentile(self, fraction: float) -> float:
+        """Locust's own percentile: the smallest time that all but ``1 - fraction`` of requests beat."""
+        total = sum(self.response_times.values())
+        counted = 0
+        for ms in sorted(self.response_times, reverse=True):
+            counted += self.response_times[ms]
+            if total - counted <= int(total * fraction):
+                return ms
+        return 0.0
 
 
-def _aggregated(path: Path) -> dict[str, str]:
-    with path.open() as fh:
-        for row in csv.DictReader(fh):
-            if row["Name"] == "Aggregated":
-                return row
-    raise TargetError(f"no aggregated row in {path}", target="gate", operation="read", resource=str(path))
+def load_figures(path: Path) -> LoadFigures:
+    try:
+        entries = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise TargetError(f"Locust left no readable stats at {path}: {exc}", target="gate", operation="read",
+                          resource=str(path), hint=f"read {path.with_suffix('.log')}") from exc  # fmt: skip
+    times: dict[float, int] = {}
+    for entry in entries:
+        for ms, count in entry["response_times"].items():
+            times[float(ms)] = times.get(float(ms), 0) + count
+    requests = sum(int(e["num_requests"]) for e in entries)
+    span = max((e["last_request_timestamp"] or 0 for e in entries), default=0) - min(
+        (e["start_time"] for e in entries), default=0
+    )
+    return LoadFigures(requests, sum(int(e["num_failures"]) for e in entries), requests / span if span > 0 else 0.0,
+                       times)  # fmt: skip
 
 
 def run_smoke(url: str, env: dict[str, str], report_dir: Path) -> list[str]:
