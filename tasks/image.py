@@ -9,6 +9,7 @@ back from the registry and from then on the image is only ever referred to by di
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import shutil
@@ -86,7 +87,7 @@ def build(spec: ReleaseSpec, package: ModelPackage, *, log: Log = _log.info, cac
     cache = cache_dir or get_settings().path("wheels")
     ref = f"{repository_of(spec)}:{tag_of(package)}"
     try:
-        if not client.images.list(name=deps_image):
+        if not _exists(client, deps_image):  # a direct lookup: listing by name scans every image
             wheels = prepare_wheels(cache / key, reqs, log)
             log(f"building the dependency layer {deps_image} (once per requirement set)")
             with tempfile.TemporaryDirectory(prefix="slipway-deps-") as tmp:
@@ -98,7 +99,9 @@ def build(spec: ReleaseSpec, package: ModelPackage, *, log: Log = _log.info, cac
         with tempfile.TemporaryDirectory(prefix="slipway-image-") as tmp:
             ctx = Path(tmp)
             _write_context(ctx, package.dir, package.manifest.artifact_file, deps_image)
-            image_id = run_build(_stream(client, ctx, ref, labels_of(spec, package)), log, resource=ref)
+            with (ctx / "Dockerfile").open("a") as dockerfile:  # one step: build-time labels add one per label
+                dockerfile.write(_label_instruction(labels_of(spec, package)))
+            image_id = run_build(_stream(client, ctx, ref, {}), log, resource=ref)
     except docker.errors.DockerException as exc:
         raise map_error(exc, target="image", operation="build", resource=ref) from exc
     finally:
@@ -140,6 +143,18 @@ def push(spec: ReleaseSpec, ref: str, *, log: Log = _log.info) -> ImageRef:
     image = ImageRef(repository, digest)
     log(f"pushed {image} ({pushed} layer(s) uploaded, {reused} already there)")
     return image
+
+
+def _exists(client: docker.DockerClient, name: str) -> bool:
+    try:
+        client.images.get(name)
+    except docker.errors.ImageNotFound:
+        return False
+    return True
+
+
+def _label_instruction(labels: dict[str, str]) -> str:
+    return "LABEL " + " ".join(f"{json.dumps(k)}={json.dumps(v, ensure_ascii=False)}" for k, v in labels.items()) + "\n"
 
 
 def _stream(client: docker.DockerClient, ctx: Path, tag: str, labels: dict[str, str]) -> Iterable[Mapping[str, Any]]:
