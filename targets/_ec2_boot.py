@@ -79,8 +79,10 @@ def user_data(
     env = ""
     auth_args = "--no-auth"
     if key_param:
-        env = (f"umask 077\nprintf 'SLIPWAY_API_KEY=%s\\n' \"$(aws ssm get-parameter --region {q(region)} "
-               f"--with-decryption --name {q(key_param)} --query Parameter.Value --output text)\" > /run/slipway.env\n")
+        env = (
+            f"umask 077\nprintf 'SLIPWAY_API_KEY=%s\\n' \"$(aws ssm get-parameter --region {q(region)} "
+            f'--with-decryption --name {q(key_param)} --query Parameter.Value --output text)" > /run/slipway.env\n'
+        )
         auth_args = ""
     env_file = "--env-file /run/slipway.env " if key_param else ""
     return f"""#!/bin/bash
