@@ -12,13 +12,12 @@ Staging, which every run tears down at its end, is torn down for the killed run.
 
 A run killed during a rollback leaves no pending release but can leave production serving another
 release than the ledger's live one; that is recorded too, when the release served is one the
-ledger accepted. Anything else (production serving a release the ledger never accepted) is not
-guessed at: the run stops and says what to do.
+ledger accepted. Anything else (production serving a release the ledger never accepted, e.g. after
+the ledger was moved) is not guessed at: it is reported, and the run goes on to replace it.
 """
 
 from __future__ import annotations
 
-from slipway.errors import ConfigError
 from slipway.ledger import Action, LiveEvent, Outcome, now
 from slipway.pipeline import Pipeline
 from targets.base import Stage
@@ -49,14 +48,14 @@ def settle_interrupted(p: Pipeline, flow_run_id: str) -> list[str]:
         notes.append("staging, left running by the killed run, torn down")
     if serving is not None and (recorded is None or serving != recorded.id):
         served = p.ledger.get(serving)
-        if served is None or served.outcome is not Outcome.PROMOTED:
+        if served is None or served.outcome is not Outcome.PROMOTED:  # not guessed at: reported
             state = "unknown to the ledger" if served is None else served.outcome.value
-            raise ConfigError(
-                f"production of {p.model!r} serves release {serving}, which is {state}; the ledger says "
-                f"{recorded.id if recorded else 'nothing'} is live",
-                hint="check `slipway status`; roll back to a promoted release (`slipway rollback --to ID`) or "
-                "tear production down, then run again",
+            notes.append(
+                f"production serves release {serving}, which is {state}, while the ledger says "
+                f"{recorded.id if recorded else 'nothing'} is live: left as it is until a release replaces it "
+                "(`slipway teardown --stage production` removes it)"
             )
+            return notes
         p.ledger.record_event(LiveEvent(p.model, Stage.PRODUCTION.value, serving, Action.RECONCILE, now(), flow_run_id))
         notes.append(f"production serves release {serving}: recorded as live (a run was killed after the switch)")
     return notes
