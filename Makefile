@@ -30,7 +30,7 @@ test: $(BIN)/slipway
 lint: $(BIN)/slipway
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy
 
-## bench: every benchmark table and the reliability tally (figures go to BENCHMARKS.md; about 50 min)
+## bench: every benchmark table and the reliability tally (figures go to BENCHMARKS.md; about 60 min)
 bench: $(BIN)/slipway
 	$(BIN)/pip install -q -e '.[bench]'
 	bash scripts/services/test-services.sh
