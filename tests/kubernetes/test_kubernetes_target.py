@@ -100,8 +100,9 @@ def test_rolling_update_under_load_fails_no_request(  # type: ignore[no-untyped-
     with Load(url, api_key) as load:
         put_live(target, v2, 90)
         served_after = served_sha(url, api_key)
-        # keep the load on until the old pods are gone: their keep-alive connections must move too
-        deadline = time.monotonic() + 60
+        # keep the load on until the old pods are gone: their keep-alive connections must move too.
+        # A pod may take its whole termination grace (drain_s + 30 s) and the kubelet's next sync.
+        deadline = time.monotonic() + 120
         while core.list_namespaced_pod(target.namespace, label_selector="slipway.io/release=r-v1").items:
             assert time.monotonic() < deadline, "the old pods did not go away"
             time.sleep(0.5)
