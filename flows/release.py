@@ -13,17 +13,17 @@ from datetime import UTC, datetime
 from typing import Annotated, cast
 
 from prefect import flow, get_run_logger
-from prefect.runtime import flow_run
 from prefect.states import Cancelled
 from pydantic import Field
 
+from flows.pipeline import Pipeline, open_pipeline, run_id
+from flows.recovery import settle_interrupted
 from slipway.errors import GateFailed
 from slipway.ledger import Outcome, ReleaseRecord
-from slipway.locking import model_lock
-from slipway.pipeline import Pipeline, open_pipeline
-from slipway.recovery import settle_interrupted
+from slipway.locking import service_lock
 from slipway.registry import pin_version, superseded
-from targets.base import Deployment, Release
+from slipway.release import Release, Stage
+from targets.base import Deployment
 from tasks.gate import GateReport, gate
 from tasks.image import build_image, push_image
 from tasks.package import ModelPackage, package
@@ -62,8 +62,8 @@ def release(spec_path: str, trigger: str = "manual", version: RegistryVersion = 
     if version:
         p = replace(p, spec=pin_version(p.spec, version))
     p.ledger.check_writable()
-    with model_lock(p.settings.path("locks"), p.model, timeout_s=p.settings.lock_timeout_s, purpose="deploy"):
-        for note in settle_interrupted(p, str(flow_run.get_id() or "")):
+    with service_lock(p.settings.path("locks"), p.service, timeout_s=p.settings.lock_timeout_s, purpose="deploy"):
+        for note in settle_interrupted(p, run_id()):
             get_run_logger().warning(note)
         if version and (reason := superseded(source, version)):
             get_run_logger().info("version %s not released: %s", version, reason)
@@ -73,27 +73,27 @@ def release(spec_path: str, trigger: str = "manual", version: RegistryVersion = 
         image = push_image(p.spec, image_id)
         rel = Release(
             id=_new_release_id(pkg.sha256),
-            model=p.model,
+            service=p.service,
+            model=p.spec.model.name,
             version=pkg.manifest.version,
             package_sha256=pkg.sha256,
             package_dir=pkg.dir,
             spec_hash=p.spec.spec_hash,
             image=image,
         )
-        p.ledger.start(_record(p, rel, trigger))
+        p.ledger.start(ReleaseRecord(rel, p.staging.kind, p.production.kind, flow_run_id=run_id(), trigger=trigger))
         return _stage_gate_promote(p, rel, pkg)
 
 
 def _stage_gate_promote(p: Pipeline, rel: Release, pkg: ModelPackage) -> ReleaseResult:
     logger = get_run_logger()
-    run_id = str(flow_run.get_id() or "")
     report: GateReport | None = None
     try:
-        staged = deploy_staging(p.staging, rel, p.spec.staging.ready_timeout_s)
-        report = gate(staged, pkg.dir, p.spec.gate, p.api_key, p.settings.path("reports", p.model, rel.id))
+        staged = deploy_staging(p.staging, rel, p.spec.timeouts(Stage.STAGING))
+        report = gate(staged, pkg.dir, p.spec.gate, p.api_key, p.settings.path("reports", p.service, rel.id))
         if not report.passed:
             raise GateFailed(rel.id, report.violations, report_path=report.html_report)
-        live = promote(p.production, rel, p.spec.production.ready_timeout_s, p.ledger, run_id)
+        live = promote(p.production, rel, p.spec.timeouts(Stage.PRODUCTION), p.ledger, run_id())
     except GateFailed as exc:
         p.ledger.finish(rel.id, Outcome.REJECTED, gate=report.figures() if report else None, error=str(exc))
         raise
@@ -109,22 +109,6 @@ def _stage_gate_promote(p: Pipeline, rel: Release, pkg: ModelPackage) -> Release
             logger.error("staging could not be torn down: %s; run `slipway teardown --stage staging`", exc)
     p.ledger.finish(rel.id, Outcome.PROMOTED, gate=report.figures())
     return ReleaseResult(rel, live, report)
-
-
-def _record(p: Pipeline, rel: Release, trigger: str) -> ReleaseRecord:
-    return ReleaseRecord(
-        id=rel.id,
-        model=rel.model,
-        version=rel.version,
-        package_sha256=rel.package_sha256,
-        package_dir=str(rel.package_dir),
-        spec_hash=rel.spec_hash,
-        staging_kind=p.staging.kind,
-        production_kind=p.production.kind,
-        image=str(rel.image or ""),
-        flow_run_id=str(flow_run.get_id() or ""),
-        trigger=trigger,
-    )
 
 
 def _new_release_id(sha256: str) -> str:

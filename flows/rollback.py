@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from prefect import flow, get_run_logger
-from prefect.runtime import flow_run
 
+from flows.pipeline import open_pipeline, run_id
+from flows.recovery import settle_interrupted
 from slipway.errors import ConfigError
 from slipway.ledger import Action, Ledger, LiveEvent, Outcome, ReleaseRecord, now
-from slipway.locking import model_lock
-from slipway.pipeline import open_pipeline
-from slipway.recovery import settle_interrupted
-from targets.base import ImageRef, Release, Stage
+from slipway.locking import service_lock
+from slipway.release import Stage
 
 
 @flow(name="rollback", log_prints=True)
@@ -25,26 +22,28 @@ def rollback(spec_path: str, to_release: str = "") -> str:
     """
     p = open_pipeline(spec_path)
     p.ledger.check_writable()
-    with model_lock(p.settings.path("locks"), p.model, timeout_s=p.settings.lock_timeout_s, purpose="rollback"):
-        for note in settle_interrupted(p, str(flow_run.get_id() or "")):
+    with service_lock(p.settings.path("locks"), p.service, timeout_s=p.settings.lock_timeout_s, purpose="rollback"):
+        for note in settle_interrupted(p, run_id()):
             get_run_logger().warning(note)
-        record = choose_rollback(p.ledger, p.model, to_release)
-        p.production.rollback(to_release_of(record), p.spec.production.ready_timeout_s)
+        record = choose_rollback(p.ledger, p.service, to_release)
+        p.production.rollback(record.release, p.spec.timeouts(Stage.PRODUCTION))
         p.ledger.record_event(
-            LiveEvent(p.model, Stage.PRODUCTION.value, record.id, Action.ROLLBACK, now(), str(flow_run.get_id() or ""))
+            LiveEvent(p.service, Stage.PRODUCTION, record.id, Action.ROLLBACK, now(), run_id(), p.production.location)
         )
-    get_run_logger().info("production of %s rolled back to release %s (version %s)", p.model, record.id, record.version)
+    get_run_logger().info(
+        "production of %s rolled back to release %s (version %s)", p.service, record.id, record.release.version
+    )
     return record.id
 
 
-def choose_rollback(ledger: Ledger, model: str, to_release: str) -> ReleaseRecord:
+def choose_rollback(ledger: Ledger, service: str, to_release: str) -> ReleaseRecord:
     """The release to roll back to: the one named, or the one live before the current one."""
-    live = ledger.live(model, Stage.PRODUCTION.value)
+    live = ledger.live(service, Stage.PRODUCTION)
     if to_release:
         record = ledger.get(to_release)
-        if record is None or record.model != model:
+        if record is None or record.release.service != service:
             raise ConfigError(
-                f"no release {to_release!r} of model {model!r}", hint="pick an id from `slipway releases`"
+                f"no release {to_release!r} of service {service!r}", hint="pick an id from `slipway releases`"
             )
         if record.outcome is not Outcome.PROMOTED:
             raise ConfigError(
@@ -52,26 +51,13 @@ def choose_rollback(ledger: Ledger, model: str, to_release: str) -> ReleaseRecor
                 hint="roll back to a release whose outcome is 'promoted' (see `slipway releases`)",
             )
         return record
-    history = [e.release_id for e in ledger.events(model, Stage.PRODUCTION.value) if e.release_id]
+    history = [e.release_id for e in ledger.events(service, Stage.PRODUCTION) if e.release_id]
     earlier = [rid for rid in reversed(history) if live is None or rid != live.id]
     if not earlier:
         raise ConfigError(
-            f"model {model!r} has no earlier production release to roll back to",
+            f"service {service!r} has no earlier production release to roll back to",
             hint="see `slipway releases`; deploy a release first",
         )
     record = ledger.get(earlier[0])
     assert record is not None  # events only name recorded releases
     return record
-
-
-def to_release_of(record: ReleaseRecord) -> Release:
-    repo, _, digest = record.image.partition("@")
-    return Release(
-        id=record.id,
-        model=record.model,
-        version=record.version,
-        package_sha256=record.package_sha256,
-        package_dir=Path(record.package_dir),
-        spec_hash=record.spec_hash,
-        image=ImageRef(repo, digest) if digest else None,
-    )

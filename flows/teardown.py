@@ -5,12 +5,11 @@ from __future__ import annotations
 from typing import Literal
 
 from prefect import flow
-from prefect.runtime import flow_run
 
+from flows.pipeline import open_pipeline, run_id
 from slipway.ledger import Action, LiveEvent, now
-from slipway.locking import model_lock
-from slipway.pipeline import open_pipeline
-from targets.base import Stage
+from slipway.locking import service_lock
+from slipway.release import Stage
 from tasks.stage import teardown_stage
 
 
@@ -24,10 +23,10 @@ def teardown(spec_path: str, stage: Literal["staging", "production", "all"] = "a
     """
     p = open_pipeline(spec_path, need_key=False)
     stages = [Stage.STAGING, Stage.PRODUCTION] if stage == "all" else [Stage(stage)]
-    with model_lock(p.settings.path("locks"), p.model, timeout_s=p.settings.lock_timeout_s, purpose="teardown"):
+    with service_lock(p.settings.path("locks"), p.service, timeout_s=p.settings.lock_timeout_s, purpose="teardown"):
         for s in stages:
             teardown_stage(p.target(s))
             if s is Stage.PRODUCTION:
                 p.ledger.record_event(
-                    LiveEvent(p.model, s.value, None, Action.TEARDOWN, now(), str(flow_run.get_id() or ""))
+                    LiveEvent(p.service, s, None, Action.TEARDOWN, now(), run_id(), p.production.location)
                 )

@@ -2,7 +2,9 @@
 
 Never import this module in the flow's process: importing locust monkey-patches the interpreter.
 
-Environment (set by the gate):
+Environment (set by the gate, ``tasks.gate.gate_env``):
+  SLIPWAY_GATE_ENDPOINT the endpoint (JSON of ``slipway.release.Endpoint``): how to authenticate, its
+                        headers, and its routes (the predict path, the key rows go under)
   SLIPWAY_GATE_PACKAGE  the model package directory (its golden samples and schema)
   SLIPWAY_GATE_BATCH    rows per request in the load phase
   SLIPWAY_API_KEY       the endpoint's API key (absent when the endpoint has no auth)
@@ -22,13 +24,27 @@ from typing import Any
 from locust import FastHttpUser, constant, events, task
 from locust.env import Environment
 from locust.runners import WorkerRunner
+from pydantic import SecretStr
 
 from serving.manifest import read_manifest
+from slipway.http import request_headers
+from slipway.release import AuthScheme, Endpoint
 
 _MANIFEST = read_manifest(Path(os.environ["SLIPWAY_GATE_PACKAGE"]))
 _BATCH = int(os.environ.get("SLIPWAY_GATE_BATCH", "1"))
-_KEY = os.environ.get("SLIPWAY_API_KEY", "")
-_HEADERS = {"Content-Type": "application/json", **({"Authorization": f"Bearer {_KEY}"} if _KEY else {})}
+_KEY = SecretStr(os.environ["SLIPWAY_API_KEY"]) if os.environ.get("SLIPWAY_API_KEY") else None
+_ENDPOINT = Endpoint.from_json(os.environ["SLIPWAY_GATE_ENDPOINT"])
+_PREDICT, _ROWS = _ENDPOINT.routes.predict, _ENDPOINT.routes.request_key
+_SIGNED = _ENDPOINT.auth.scheme is AuthScheme.AWS_SIGV4  # a signature per request; other schemes: fixed headers
+_FIXED = {"Content-Type": "application/json"} | (
+    {} if _SIGNED else request_headers(_ENDPOINT, _KEY, "POST", _ENDPOINT.url + _PREDICT)
+)
+
+
+def _headers(body: bytes) -> dict[str, str]:
+    if not _SIGNED:
+        return _FIXED
+    return _FIXED | request_headers(_ENDPOINT, _KEY, "POST", _ENDPOINT.url + _PREDICT, body)
 
 
 def _same(got: Any, want: Any) -> bool:
@@ -45,10 +61,10 @@ class SmokeUser(FastHttpUser):
     @task
     def check_every_sample(self) -> None:
         for i, sample in enumerate(_MANIFEST.samples):
+            body = json.dumps({_ROWS: [sample.input]}).encode()
             with self.client.post(
-                "/predict", json={"inputs": sample.input}, headers=_HEADERS, name=f"smoke sample {i}",
-                catch_response=True,
-            ) as resp:  # fmt: skip
+                _PREDICT, data=body, headers=_headers(body), name=f"smoke sample {i}", catch_response=True
+            ) as resp:
                 if resp.status_code != 200:
                     resp.failure(f"sample {i}: HTTP {resp.status_code} {(resp.text or '')[:200]}")
                     continue
@@ -93,13 +109,12 @@ class LoadUser(FastHttpUser):
 
     def on_start(self) -> None:
         rows = itertools.cycle([s.input for s in _MANIFEST.samples])
-        bodies = [json.dumps({"inputs": [next(rows) for _ in range(_BATCH)]}).encode() for _ in _MANIFEST.samples]
+        bodies = [json.dumps({_ROWS: [next(rows) for _ in range(_BATCH)]}).encode() for _ in _MANIFEST.samples]
         self.next_body = itertools.cycle(bodies)  # encoded once: the gate's CPU goes to sending
 
     @task
     def predict(self) -> None:
-        with self.client.post(
-            "/predict", data=next(self.next_body), headers=_HEADERS, name="/predict", catch_response=True
-        ) as resp:
+        body = next(self.next_body)
+        with self.client.post(_PREDICT, data=body, headers=_headers(body), name=_PREDICT, catch_response=True) as resp:
             if resp.status_code != 200:
                 resp.failure(f"HTTP {resp.status_code}")

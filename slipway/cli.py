@@ -1,4 +1,8 @@
-"""``slipway``: the command line. Every command prints a clear error and exits 1 on a SlipwayError."""
+"""``slipway``: the command line. Every command prints a clear error and exits 1 on a SlipwayError.
+
+What reaches the terminal is printed literally (``Text``, ``markup=False``): a message that quotes
+a pattern such as ``[a-z0-9]`` or a name in brackets is never read as console markup.
+"""
 
 from __future__ import annotations
 
@@ -14,15 +18,18 @@ from typing import TYPE_CHECKING, Annotated, Literal
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
+from flows.pipeline import open_pipeline
 from serving.manifest import read_manifest
 from slipway.errors import SlipwayError
 from slipway.ledger import Outcome, ReleaseRecord
-from slipway.pipeline import open_pipeline
 from slipway.recommend import recommend as decide
-from targets.base import Stage
+from slipway.release import ArtifactKind, Stage
+from slipway.settings import resolve_api_key
 
 if TYPE_CHECKING:
+    from targets.base import Target
     from tasks.gate import Check
 
 app = typer.Typer(help="Release ML models: package, build, push, stage, load-gate, promote.", no_args_is_help=True)
@@ -52,9 +59,9 @@ def _clear_errors() -> Iterator[None]:
     try:
         yield
     except SlipwayError as exc:
-        err.print(f"[bold red]error:[/] {exc.message}", highlight=False)
+        err.print(Text.assemble(("error: ", "bold red"), exc.message), highlight=False)
         if exc.hint:
-            err.print(f"[yellow]→ {exc.hint}[/]", highlight=False)
+            err.print(Text(f"→ {exc.hint}", style="yellow"), highlight=False)
         raise typer.Exit(1) from None
     finally:
         for handler in logging.getLogger().handlers:
@@ -68,55 +75,56 @@ def deploy(spec: SpecArg, trigger: str = typer.Option("manual", help="Recorded i
 
     with _clear_errors():
         result = release(spec, trigger=trigger)
-    report, endpoint = result.report, result.production.endpoint
-    out.print(_gate_table(report.checks, f"gate of {result.release.id}: passed"))
-    out.print(
-        f"production serves [bold]{result.release.model}[/] version [bold]{result.release.version}[/] "
-        f"(release {result.release.id}) at [bold]{endpoint.served_at or endpoint.url}[/]"
-    )
-    if endpoint.served_at:  # endpoint.url was a forward owned by this command, closed as it exits
+    report, endpoint, rel = result.report, result.production.endpoint, result.release
+    out.print(_gate_table(report.checks, f"gate of {rel.id}: passed"))
+    out.print(Text.assemble(
+        "production of ", (rel.service, "bold"), " serves ", (rel.model, "bold"), " version ", (rel.version, "bold"),
+        f" (release {rel.id}) at ", (endpoint.public_url or endpoint.url, "bold"),
+    ))  # fmt: skip
+    if endpoint.public_url:  # endpoint.url was this command's own way in, closed as it exits
         out.print("reach it from this machine with kubectl port-forward (see docs/targets/kubernetes.md)")
     elif endpoint.requires_auth:
-        key_env = open_pipeline(spec, need_key=False).spec.auth.api_key_env
-        body = _example_body(result.release.package_dir)
+        key_env = open_pipeline(spec, need_key=False, check=False).spec.auth.api_key_env
+        body = _example_body(rel.package_dir)
         out.print(
             f'try: curl -s -H "Authorization: Bearer ${key_env}" '
-            f"-H 'Content-Type: application/json' -d '{body}' {endpoint.url}/predict",
-            highlight=False,
-            soft_wrap=True,
-        )
+            f"-H 'Content-Type: application/json' -d '{body}' {endpoint.url}{endpoint.routes.predict}",
+            highlight=False, markup=False, soft_wrap=True,
+        )  # fmt: skip
 
 
 @app.command()
 def plan(spec: SpecArg) -> None:
     """Show what `deploy` would do, changing nothing."""
+    from tasks.image import artifacts_for
     from tasks.package import inspect_model
 
     with _clear_errors():
         p = open_pipeline(spec, need_key=False)
         inspected = inspect_model(p.spec)
-        live = p.ledger.live(p.model, Stage.PRODUCTION.value)
+        live = p.ledger.live(p.service, Stage.PRODUCTION)
     load, slo = p.spec.gate.load, p.spec.gate.slo
+    image = ArtifactKind.IMAGE in artifacts_for([p.staging, p.production])
+    takes_image = [f"{t.stage.value} ({t.kind})" for t in (p.staging, p.production)
+                   if ArtifactKind.IMAGE in t.capabilities.artifacts]  # fmt: skip
     steps = [
-        f"package   {p.model} from {inspected.origin}: {inspected.schema.n_features} features, "
+        f"package   {p.spec.model.name} from {inspected.origin}: {inspected.schema.n_features} features, "
         f"{len(inspected.samples)} golden samples checked",
-        "build     " + ("an image" if p.staging.capabilities.needs_image else "nothing (local runs the package)"),
-        "push      " + ("to " + p.spec.image.repository if p.staging.capabilities.needs_image else "nothing"),
-        f"staging   {p.staging.kind}: {_where(p.spec.staging)}",
+        "build     " + (f"the serving image, for {' and '.join(takes_image)}" if image
+                        else "nothing (both stages run the package itself)"),
+        "push      " + (f"to {p.spec.image.repository}, pinned by digest" if image else "nothing"),
+        f"staging   {_stage(p.staging)}",
         f"gate      smoke on every golden sample, then {load.users} users for {load.duration_s:g} s; "
         f"SLOs p95 ≤ {slo.p95_ms:g} ms, p99 ≤ {slo.p99_ms:g} ms, errors ≤ {slo.max_error_rate:.2%}, "
         f"≥ {slo.min_rps:g} req/s",
-        f"promote   {p.production.kind}: {_where(p.spec.production)}, replacing "
-        + (f"release {live.id} (version {live.version})" if live else "nothing (first release)"),
-        f"record    in {p.settings.state_dir} (ledger, packages, reports)",
-    ]
+        f"promote   {_stage(p.production)}, replacing "
+        + (f"release {live.id} (version {live.release.version})" if live else "nothing (first release)"),
+        f"record    service {p.service} in {p.settings.state_dir} (ledger, packages, reports)",
+    ]  # fmt: skip
     for i, step in enumerate(steps, 1):
-        out.print(f"{i}. {step}", highlight=False)
-    if p.spec.auth.mode == "api_key":
-        from slipway.pipeline import resolve_api_key
-
-        with _clear_errors():
-            resolve_api_key(p.spec.auth)
+        out.print(f"{i}. {step}", highlight=False, markup=False)
+    with _clear_errors():
+        resolve_api_key(p.spec.auth.api_key_env, p.spec.auth.mode == "api_key")
 
 
 @app.command()
@@ -124,17 +132,17 @@ def status(spec: SpecArg) -> None:
     """What each stage serves, whether it answers, and whether it matches the ledger."""
     with _clear_errors():
         p = open_pipeline(spec, need_key=False)
-        table = Table(title=f"{p.model}")
+        table = Table(title=Text(p.service))
         for col in ("stage", "target", "release", "endpoint", "healthy", "detail"):
             table.add_column(col)
         warnings = []
         for stage in Stage:
             s = p.target(stage).describe()
             table.add_row(
-                stage.value, s.kind, s.release_id or "-", s.endpoint.url if s.endpoint else "-",
-                "[green]yes[/]" if s.healthy else "[red]no[/]", s.detail,
+                stage.value, s.kind, Text(s.release_id or "-"), Text(s.endpoint.url if s.endpoint else "-"),
+                Text("yes", "green") if s.healthy else Text("no", "red"), Text(s.detail),
             )  # fmt: skip
-            recorded = p.ledger.live(p.model, stage.value)
+            recorded = p.ledger.live(p.service, stage)
             if stage is Stage.PRODUCTION and (recorded.id if recorded else None) != s.release_id:
                 warnings.append(
                     f"the ledger says production serves {recorded.id if recorded else 'nothing'}, the target "
@@ -142,24 +150,24 @@ def status(spec: SpecArg) -> None:
                 )
     out.print(table)
     for w in warnings:
-        err.print(f"[yellow]warning:[/] {w}", highlight=False)
+        err.print(Text.assemble(("warning: ", "yellow"), w), highlight=False)
 
 
 @app.command()
 def releases(spec: SpecArg) -> None:
-    """Every release attempt of the model, with its gate figures and outcome."""
+    """Every release attempt of the service, with its gate figures and outcome."""
     with _clear_errors():
-        p = open_pipeline(spec, need_key=False)
-        records = p.ledger.releases(p.model)
-        live = p.ledger.live(p.model, Stage.PRODUCTION.value)
-    table = Table(title=f"releases of {p.model}")
+        p = open_pipeline(spec, need_key=False, check=False)
+        records = p.ledger.releases(p.service)
+        live = p.ledger.live(p.service, Stage.PRODUCTION)
+    table = Table(title=Text(f"releases of {p.service}"))
     for col in ("release", "version", "sha256", "outcome", "rps", "p95 ms", "p99 ms", "errors", "started", "trigger"):
         table.add_column(col)
     for r in records:
-        marker = " [bold green]◀ live[/]" if live and r.id == live.id else ""
-        table.add_row(
-            r.id + marker, r.version, r.package_sha256[:12], _outcome(r), *_figures(r), r.started_at, r.trigger
-        )
+        rel = r.release
+        name = Text.assemble(rel.id, (" ◀ live", "bold green") if live and r.id == live.id else "")
+        row = (rel.version, rel.package_sha256[:12], _outcome(r), *_figures(r), r.started_at, r.trigger)
+        table.add_row(name, *(c if isinstance(c, Text) else Text(c) for c in row))
     out.print(table)
 
 
@@ -172,7 +180,7 @@ def rollback(
 
     with _clear_errors():
         release_id = rollback_flow(spec, to_release=to)
-    out.print(f"production rolled back to release [bold]{release_id}[/]")
+    out.print(Text.assemble("production rolled back to release ", (release_id, "bold")))
 
 
 @app.command()
@@ -184,12 +192,12 @@ def teardown(
     from flows.teardown import teardown as teardown_flow
 
     if stage not in ("staging", "production", "all"):
-        err.print(f"[bold red]error:[/] --stage must be staging, production or all, not {stage!r}")
+        err.print(Text.assemble(("error: ", "bold red"), f"--stage must be staging, production or all, not {stage!r}"))
         raise typer.Exit(2)
     chosen: Literal["staging", "production", "all"] = stage  # type: ignore[assignment]
     with _clear_errors():
         teardown_flow(spec, stage=chosen)
-    out.print(f"{stage} torn down")
+    out.print(f"{stage} torn down", markup=False)
 
 
 @app.command()
@@ -206,12 +214,10 @@ def recommend(
     if not latency and not spor:
         orch = complex_orchestration if complex_orchestration is not None else ask("Need complex orchestration?")
     r = decide(latency, spor, orch)
-    out.print(f"[bold]{r.pattern}[/] — {r.examples}")
-    out.print(f"path: {' → '.join(r.path)}")
-    out.print(f"why: {r.why}")
-    if r.alternative:
-        out.print(f"also: {r.alternative}")
-    out.print(f"Slipway targets: {r.targets}")
+    out.print(Text.assemble((r.pattern, "bold"), f" — {r.examples}"))
+    for line in (f"path: {' → '.join(r.path)}", f"why: {r.why}", *([f"also: {r.alternative}"] if r.alternative else []),
+                 f"Slipway targets: {r.targets}"):  # fmt: skip
+        out.print(line, markup=False, highlight=False)
 
 
 webhooks_app = typer.Typer(help="Event-driven redeploys: MLflow registry webhooks → Prefect events.")
@@ -241,17 +247,17 @@ def webhooks_register(
 
     with _clear_errors():
         created = register(url, name)
-    out.print(f"MLflow webhook {name!r} → {url}: " + ("created" if created else "already registered"))
+    out.print(f"MLflow webhook {name!r} → {url}: " + ("created" if created else "already registered"), markup=False)
 
 
-def _where(config: object) -> str:
-    port = getattr(config, "port", None)
-    return f"http://127.0.0.1:{port}" if port else type(config).__name__
+def _stage(target: Target) -> str:
+    split = "traffic split by weight" if target.capabilities.traffic_split else "all at once"
+    return f"{target.kind}: {target.location} (takes {', '.join(sorted(target.capabilities.artifacts))}; {split})"
 
 
-def _outcome(r: ReleaseRecord) -> str:
+def _outcome(r: ReleaseRecord) -> Text:
     colour = {Outcome.PROMOTED: "green", Outcome.REJECTED: "red", Outcome.FAILED: "red"}.get(r.outcome, "yellow")
-    return f"[{colour}]{r.outcome.value}[/]"
+    return Text(r.outcome.value, colour)
 
 
 def _figures(r: ReleaseRecord) -> tuple[str, str, str, str]:
@@ -262,11 +268,13 @@ def _figures(r: ReleaseRecord) -> tuple[str, str, str, str]:
 
 
 def _gate_table(checks: list[Check], title: str) -> Table:
-    table = Table(title=title)
+    table = Table(title=Text(title))
     for col in ("check", "measured", "limit", "result"):
         table.add_column(col)
     for c in checks:
-        table.add_row(c.name, c.actual, c.limit, "[green]pass[/]" if c.ok else "[red]FAIL[/]")
+        table.add_row(
+            Text(c.name), Text(c.actual), Text(c.limit), Text("pass", "green") if c.ok else Text("FAIL", "red")
+        )
     return table
 
 

@@ -1,32 +1,54 @@
 """The one error tree of Slipway.
 
 Every error says what went wrong and what to do next (``hint``). Vendor exceptions are mapped to
-these at the boundary (in each target module) by their structured codes and chained with ``from``.
+these at the boundary (in each target module, and in ``targets.containers`` / ``targets.aws`` for
+what several share) by their structured codes and chained with ``from``.
 
     SlipwayError
     ├── ConfigError            the spec, a model file, a credential or a setting is wrong: fix input
     │   └── ModelError         the model cannot be packaged (missing, not a model, fails on samples)
     ├── LedgerError            the release ledger cannot be read or written
-    ├── DeployLocked           another deploy of the same model holds the lock
-    ├── TargetError            a target operation failed (not worth retrying as is)
-    │   └── TransientTargetError  a target operation failed in a way that may pass on retry
+    ├── DeployLocked           another run of the same service holds its lock
+    ├── OperationError         an operation on a system outside Slipway failed
+    │   ├── TargetError        ... on a deployment target
+    │   ├── ImageError         ... building or pushing an image
+    │   └── GateError          ... running the gate itself (Locust did not run, left no figures)
     └── GateFailed             the release on staging violated its SLOs or smoke checks
 
-Only ``TransientTargetError`` is retried by the flow's tasks.
+    TransientError             mixed into an OperationError that may pass on retry (throttling, 5xx,
+                               timeouts): TransientTargetError, TransientImageError
+
+Only ``TransientError`` is retried by the flow's tasks. An error about a place (a target, the image
+step, the gate) carries an ``At``, printed as the message's ``[system operation resource]`` prefix.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class At:
+    """Where an error happened: the system (a target kind, ``image``, ``gate``), the operation and
+    the resource it acted on."""
+
+    system: str
+    operation: str
+    resource: str = ""
+
+    def __str__(self) -> str:
+        return f"[{self.system} {self.operation}" + (f" {self.resource}]" if self.resource else "]")
 
 
 class SlipwayError(Exception):
     """Base of every error Slipway raises on purpose."""
 
-    def __init__(self, message: str, *, hint: str = "") -> None:
-        super().__init__(message)
-        self.message = message
+    def __init__(self, message: str, *, hint: str = "", at: At | None = None) -> None:
+        self.message = f"{at} {message}" if at else message
+        super().__init__(self.message)
         self.hint = hint
+        self.at = at
 
     def __str__(self) -> str:
         return f"{self.message}\n  → {self.hint}" if self.hint else self.message
@@ -45,26 +67,38 @@ class LedgerError(SlipwayError):
 
 
 class DeployLocked(SlipwayError):
-    """Another deploy of the same model is running."""
+    """Another run of the same service is running."""
 
 
-class TargetError(SlipwayError):
-    """A target operation failed.
+class OperationError(SlipwayError):
+    """An operation on a system outside Slipway failed; ``at`` names the system, operation and resource."""
 
-    Carries the target kind, the operation and the resource it acted on, so that the message
-    names them without the caller having to.
-    """
-
-    def __init__(self, message: str, *, target: str, operation: str, resource: str = "", hint: str = "") -> None:
-        where = f"{target} {operation}" + (f" {resource}" if resource else "")
-        super().__init__(f"[{where}] {message}", hint=hint)
-        self.target = target
-        self.operation = operation
-        self.resource = resource
+    def __init__(self, message: str, *, at: At, hint: str = "") -> None:
+        super().__init__(message, hint=hint, at=at)
 
 
-class TransientTargetError(TargetError):
-    """A target operation failed in a way that may pass when retried (throttling, 5xx, timeouts)."""
+class TransientError(OperationError):
+    """An operation failed in a way that may pass when retried (throttling, 5xx, timeouts)."""
+
+
+class TargetError(OperationError):
+    """A target operation failed."""
+
+
+class TransientTargetError(TargetError, TransientError):
+    """A target operation failed in a way that may pass when retried."""
+
+
+class ImageError(OperationError):
+    """Building or pushing an image failed."""
+
+
+class TransientImageError(ImageError, TransientError):
+    """A push (or a registry call) failed in a way that may pass when retried."""
+
+
+class GateError(OperationError):
+    """The gate could not run (Locust exited with an error, or left no figures): nothing was judged."""
 
 
 class GateFailed(SlipwayError):
@@ -82,4 +116,4 @@ class GateFailed(SlipwayError):
 
 def is_transient(exc: BaseException | None) -> bool:
     """True for errors worth retrying: the retry condition of every task."""
-    return isinstance(exc, TransientTargetError)
+    return isinstance(exc, TransientError)

@@ -20,25 +20,26 @@ from __future__ import annotations
 
 import sqlite3
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
-from slipway.errors import LedgerError
 from slipway.ledger import now
+from slipway.sqlite import transaction
 
 VERSION_CREATED = "slipway.model.version.created"
 ALIAS_MOVED = "slipway.model.alias.moved"
 _NAMESPACE = uuid.UUID("5f1c7d2e-4a0b-4f7e-9a53-2c9e51ad0b7e")
 
-_SCHEMA = """
+_MIGRATIONS = (
+    """
 CREATE TABLE IF NOT EXISTS versions (model TEXT, version TEXT, event_id TEXT, source TEXT, at TEXT,
                                      PRIMARY KEY (model, version));
 CREATE TABLE IF NOT EXISTS aliases (model TEXT, alias TEXT, version TEXT, moves INTEGER, at TEXT,
                                     PRIMARY KEY (model, alias));
-CREATE TABLE IF NOT EXISTS deliveries (id TEXT PRIMARY KEY, at TEXT);
-"""
+CREATE TABLE IF NOT EXISTS deliveries (id TEXT PRIMARY KEY, at TEXT)
+""",
+)
 
 
 @dataclass(frozen=True)
@@ -58,23 +59,9 @@ class Sightings:
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    @contextmanager
-    def _db(self) -> Iterator[sqlite3.Connection]:
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, timeout=30, isolation_level="IMMEDIATE")
-        except (OSError, sqlite3.Error) as exc:
-            raise LedgerError(
-                f"cannot open the trigger table {self.path}: {exc}", hint="make SLIPWAY_STATE_DIR writable"
-            ) from exc
-        try:
-            with conn:
-                conn.executescript(_SCHEMA)
-                yield conn
-        except sqlite3.Error as exc:
-            raise LedgerError(f"cannot write the trigger table {self.path}: {exc}") from exc
-        finally:
-            conn.close()
+    def _db(self) -> AbstractContextManager[sqlite3.Connection]:
+        return transaction(self.path, _MIGRATIONS, what="the trigger table", doing="write",
+                           hint="make SLIPWAY_STATE_DIR writable", isolation="IMMEDIATE")  # fmt: skip
 
     def first_delivery(self, delivery_id: str) -> bool:
         """True the first time a webhook delivery id is seen."""

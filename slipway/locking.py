@@ -1,4 +1,4 @@
-"""One deploy per model at a time, across processes: an ``flock`` on a file in the state directory.
+"""One run per service at a time, across processes: an ``flock`` on a file in the state directory.
 
 The kernel drops the lock when the holder dies, so a killed run never leaves a stale lock. The
 holder writes who it is into the file so that a waiting deploy can say whom it waits for.
@@ -19,10 +19,10 @@ from slipway.ledger import now
 
 
 @contextmanager
-def model_lock(lock_dir: Path, model: str, *, timeout_s: float, purpose: str) -> Iterator[None]:
-    """Hold the lock of ``model`` for the block; wait up to ``timeout_s`` for it, then fail clearly."""
+def service_lock(lock_dir: Path, service: str, *, timeout_s: float, purpose: str) -> Iterator[None]:
+    """Hold the lock of ``service`` for the block; wait up to ``timeout_s`` for it, then fail clearly."""
     lock_dir.mkdir(parents=True, exist_ok=True)
-    path = lock_dir / f"{model}.lock"
+    path = lock_dir / f"{service}.lock"
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         deadline = time.monotonic() + timeout_s
@@ -33,7 +33,7 @@ def model_lock(lock_dir: Path, model: str, *, timeout_s: float, purpose: str) ->
             except BlockingIOError:
                 if time.monotonic() >= deadline:
                     raise DeployLocked(
-                        f"another {_holder(path)} of model {model!r} is running",
+                        f"another {_holder(path)} of service {service!r} is running",
                         hint="wait for it to finish (see `slipway status`), or retry with a longer wait "
                         "(SLIPWAY_LOCK_TIMEOUT_S)",
                     ) from None

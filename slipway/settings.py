@@ -1,12 +1,14 @@
-"""Machine-local settings, from the environment (``SLIPWAY_*``); never from the release spec."""
+"""Machine-local settings and secrets, from the environment (``SLIPWAY_*``, the API key); never from the spec."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from slipway.errors import ConfigError
 
 
 def _default_state_dir() -> Path:
@@ -35,3 +37,22 @@ class Settings(BaseSettings):
 
 def get_settings() -> Settings:
     return Settings()
+
+
+def resolve_api_key(api_key_env: str, required: bool) -> SecretStr | None:
+    """The endpoint's API key from the environment variable the spec names; None when auth is off."""
+    if not required:
+        return None
+    value = os.environ.get(api_key_env, "")
+    if not value:
+        raise ConfigError(
+            f"the endpoint requires an API key (auth.mode: api_key) and ${api_key_env} is not set",
+            hint=f"export {api_key_env}=$(openssl rand -hex 24) (or your team's key) and run again; "
+            "set auth.mode: none in the spec only for an endpoint that may be called by anyone",
+        )
+    if len(value) < 16:
+        raise ConfigError(
+            f"${api_key_env} is {len(value)} characters long: too short to be an API key",
+            hint="use at least 16 random characters, e.g. $(openssl rand -hex 24)",
+        )
+    return SecretStr(value)

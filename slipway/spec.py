@@ -8,7 +8,7 @@ Relative paths are resolved against the spec file's directory.
 from __future__ import annotations
 
 import hashlib
-import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from slipway.errors import ConfigError
+from slipway.release import Stage
 
 _NAME = r"^[a-z0-9][a-z0-9-]{0,62}$"
 _ENV_VAR = r"^[A-Z_][A-Z0-9_]*$"
@@ -62,6 +63,17 @@ class _TargetBase(_Strict):
     """Settings every target kind has."""
 
     ready_timeout_s: float = Field(default=30.0, gt=0, description="How long to wait for a release's /ready.")
+    promote_timeout_s: float = Field(
+        default=60.0, gt=0, description="How long a promotion (the switch of the stage's traffic) may take."
+    )
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """How long a stage change may wait: for the candidate to be ready, then for the switch."""
+
+    ready_s: float
+    promote_s: float
 
 
 class LocalTarget(_TargetBase):
@@ -73,8 +85,8 @@ class LocalTarget(_TargetBase):
 
 
 class DockerTarget(_TargetBase):
-    """The VM pattern on any Docker Engine the SDK reaches: staging is a container on its own port,
-    production a blue/green pair of containers behind an nginx reverse proxy on a stable port."""
+    """The VM pattern on any Docker Engine the SDK reaches: each stage a blue/green pair of containers
+    behind an nginx reverse proxy on the stage's stable port."""
 
     kind: Literal["docker"] = "docker"
     host: str = Field(
@@ -82,7 +94,7 @@ class DockerTarget(_TargetBase):
         pattern=r"^$|^(unix|tcp|ssh)://.+",
         description="Docker Engine URL: empty for DOCKER_HOST or the local socket; ssh://user@host[:port]; tcp://...",
     )
-    port: int = Field(ge=1024, le=65535, description="Stage port on the Docker host (production: the proxy).")
+    port: int = Field(ge=1024, le=65535, description="The stage's port on the Docker host (its proxy's).")
     bind_address: str = Field(default="127.0.0.1", description="Host address ports are published on.")
     public_host: str = Field(
         default="", description="Name this machine reaches the Docker host by; empty: the ssh host, else 127.0.0.1."
@@ -96,9 +108,9 @@ class DockerTarget(_TargetBase):
     log_max_size: str = Field(default="10m", pattern=r"^[0-9]+[kmg]$", description="json-file log rotation size.")
     log_max_files: int = Field(default=3, ge=1, le=100, description="json-file log files kept.")
     keep_previous_s: float = Field(
-        default=3600, ge=0, description="How long the previous production container is kept for an instant rollback."
+        default=3600, ge=0, description="How long the previous container is kept for an instant rollback."
     )
-    proxy_image: str = Field(default="slipway/nginx:bookworm", description="nginx image of production's proxy.")
+    proxy_image: str = Field(default="slipway/nginx:bookworm", description="nginx image of the stage's proxy.")
     registry_credentials: str = Field(
         default="", description="Env prefix or Prefect Secret block of the pull credentials; empty: none."
     )
@@ -123,6 +135,7 @@ class Ec2Target(_TargetBase):
         default="", description="Instance profile whose role may read the stage's SSM parameters (the secrets)."
     )
     ready_timeout_s: float = Field(default=600.0, gt=0, description="How long to wait for running and /ready.")
+    promote_timeout_s: float = Field(default=120.0, gt=0, description="How long the switch to a new instance may take.")
 
     @model_validator(mode="after")
     def _cidr(self) -> Ec2Target:
@@ -167,7 +180,10 @@ class KubernetesTarget(_TargetBase):
         default=0, ge=0, le=65535, description="Port on 127.0.0.1 the stage is forwarded to; 0: an ephemeral one."
     )
     drain_s: float = Field(default=2.0, ge=0, le=60, description="preStop delay so that traffic leaves a pod first.")
-    ready_timeout_s: float = Field(default=180.0, gt=0, description="How long to wait for the rollout.")
+    ready_timeout_s: float = Field(default=180.0, gt=0, description="How long to wait for a candidate's pods.")
+    promote_timeout_s: float = Field(
+        default=300.0, gt=0, description="How long the switch may take (rolling: the whole rolling update)."
+    )
 
     @model_validator(mode="after")
     def _replicas(self) -> KubernetesTarget:
@@ -221,6 +237,12 @@ class AuthSettings(_Strict):
 
 
 class ReleaseSpec(_Strict):
+    service: str = Field(
+        default="",
+        pattern=r"^$|" + _NAME,
+        description="The deployment's identity: its ledger history, lock and every resource are keyed by it. "
+        "Empty: the model's name. Two specs that release one model to different places need different names.",
+    )
     model: ModelSource
     image: ImageSettings = Field(default_factory=ImageSettings)
     staging: TargetConfig
@@ -240,6 +262,13 @@ class ReleaseSpec(_Strict):
     def spec_hash(self) -> str:
         return self._spec_hash
 
+    @model_validator(mode="before")
+    @classmethod
+    def _service_defaults_to_model(cls, raw: object) -> object:
+        if isinstance(raw, dict) and not raw.get("service") and isinstance(raw.get("model"), dict):
+            return {**raw, "service": raw["model"].get("name", "")}
+        return raw
+
     @model_validator(mode="after")
     def _distinct_stages(self) -> ReleaseSpec:
         s, p = self.staging, self.production
@@ -251,14 +280,22 @@ class ReleaseSpec(_Strict):
         p = Path(path).expanduser()
         return p if p.is_absolute() else (self.base_dir / p).resolve()
 
-    def target_for(self, stage: str) -> TargetConfig:
-        return self.staging if stage == "staging" else self.production
+    def target_for(self, stage: Stage) -> TargetConfig:
+        return self.staging if stage is Stage.STAGING else self.production
+
+    def timeouts(self, stage: Stage) -> Timeouts:
+        config = self.target_for(stage)
+        return Timeouts(config.ready_timeout_s, config.promote_timeout_s)
 
 
 def _format_errors(path: Path, exc: ValidationError) -> str:
+    kinds = {str(cls.model_fields["kind"].default) for cls in TARGET_CONFIGS}
     lines = []
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"] if not re.fullmatch(r"local|function-after\[.*\]", str(p)))
+        parts = [str(p) for p in err["loc"] if not str(p).startswith("function-")]
+        if len(parts) > 1 and parts[0] in ("staging", "production") and parts[1] in kinds:
+            del parts[1]  # the union's tag: staging.port, not staging.docker.port
+        loc = ".".join(parts)
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key (check the spelling; see docs/architecture.md for the spec's keys)"

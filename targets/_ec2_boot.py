@@ -1,4 +1,4 @@
-"""The user-data script of an EC2 release instance, and the mapping of AWS error codes.
+"""The user-data script of an EC2 release instance.
 
 Secrets never travel in user data (anyone on the instance, and anyone allowed
 ``DescribeInstanceAttribute``, can read it): the API key and the registry password are SecureString
@@ -9,60 +9,7 @@ from __future__ import annotations
 
 import shlex
 
-from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError, NoCredentialsError
-
-from slipway.errors import ConfigError, SlipwayError, TargetError, TransientTargetError
-
-TRANSIENT_CODES = frozenset({
-    "Throttling", "ThrottlingException", "RequestLimitExceeded", "RequestThrottled", "TooManyRequestsException",
-    "ServiceUnavailable", "Unavailable", "InternalError", "InternalFailure", "InsufficientInstanceCapacity",
-    "RequestTimeout", "RequestExpired",
-})  # fmt: skip
-CONFIG_CODES = frozenset({
-    "InvalidAMIID.NotFound", "InvalidAMIID.Malformed", "InvalidAMIID.Unavailable", "UnauthorizedOperation",
-    "AuthFailure", "InvalidClientTokenId", "AccessDenied", "AccessDeniedException", "UnrecognizedClientException",
-    "InvalidSubnetID.NotFound", "InvalidVpcID.NotFound", "InvalidParameterValue", "InvalidParameterCombination",
-    "InvalidIamInstanceProfile.NotFound", "OptInRequired", "Unsupported",
-})  # fmt: skip
-LIMIT_CODES = frozenset({"InstanceLimitExceeded", "VcpuLimitExceeded", "RulesPerSecurityGroupLimitExceeded",
-                         "SecurityGroupLimitExceeded", "MaxSpotInstanceCountExceeded"})  # fmt: skip
-
-_HINTS = {
-    "InvalidAMIID.NotFound": "the AMI does not exist in this region: fix ami in the spec (AMIs are per region)",
-    "InvalidAMIID.Malformed": "fix ami in the spec: it looks like ami-0123456789abcdef0",
-    "UnauthorizedOperation": "the AWS identity lacks an EC2 permission: see docs/targets/ec2.md for the policy",
-    "AuthFailure": "check the AWS credentials (AWS_PROFILE / AWS_ACCESS_KEY_ID) and the region",
-    "InvalidClientTokenId": "check the AWS credentials (AWS_PROFILE / AWS_ACCESS_KEY_ID) and the region",
-}
-
-
-def map_aws_error(exc: Exception, *, operation: str, resource: str) -> SlipwayError:
-    """A botocore exception as a Slipway error, by its error code."""
-    if isinstance(exc, SlipwayError):
-        return exc
-    if isinstance(exc, NoCredentialsError):
-        return ConfigError(f"[ec2 {operation} {resource}] no AWS credentials found",
-                           hint="set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY")  # fmt: skip
-    if isinstance(exc, EndpointConnectionError):
-        return TransientTargetError(str(exc), target="ec2", operation=operation, resource=resource,
-                                    hint="check the network or the target's endpoint_url")  # fmt: skip
-    if not isinstance(exc, ClientError):
-        detail = f"{type(exc).__name__}: {exc}" if isinstance(exc, BotoCoreError) else repr(exc)
-        return TargetError(detail, target="ec2", operation=operation, resource=resource)
-    error = exc.response.get("Error", {})
-    code, message = str(error.get("Code", "")), str(error.get("Message", ""))
-    text = f"{code}: {message}"
-    if code in TRANSIENT_CODES:
-        return TransientTargetError(text, target="ec2", operation=operation, resource=resource,
-                                    hint="AWS throttled or is busy; the step is retried")  # fmt: skip
-    if code in CONFIG_CODES:
-        return ConfigError(f"[ec2 {operation} {resource}] {text}",
-                           hint=_HINTS.get(code, "fix the ec2 settings in the spec"))  # fmt: skip
-    if code in LIMIT_CODES:
-        return TargetError(text, target="ec2", operation=operation, resource=resource,
-                           hint="an account quota is reached: free capacity or request a quota increase "
-                           "(Service Quotas console), or use a smaller instance_type")  # fmt: skip
-    return TargetError(text, target="ec2", operation=operation, resource=resource)
+from serving.contract import PORT
 
 
 def user_data(
@@ -97,7 +44,7 @@ if ! command -v docker >/dev/null; then
 fi
 systemctl enable --now docker
 {login}{env}docker pull {q(image)}
-docker run -d --name {q(name)} --restart unless-stopped {env_file}-p {port}:8000 \\
+docker run -d --name {q(name)} --restart unless-stopped {env_file}-p {port}:{PORT} \\
   --log-opt max-size=10m --log-opt max-file=3 --read-only --tmpfs /tmp \\
   {q(image)} --workers {workers} {auth_args}
 """.replace(" \n", "\n")

@@ -13,7 +13,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
-from slipway.errors import ConfigError, TargetError, TransientTargetError
+from slipway.errors import At, ConfigError, TargetError, TransientTargetError
 
 KIND = "kubernetes"
 # Newest first: the first version the cluster serves is used.
@@ -45,31 +45,33 @@ def _in_cluster() -> bool:
 
 def map_error(exc: Exception, operation: str, resource: str) -> TargetError | ConfigError:
     """A Slipway error for an API failure, by status code (never by message text)."""
+    at = At(KIND, operation, resource)
     if isinstance(exc, ApiException):
         status = int(exc.status or 0)
         reason = f"HTTP {status} {exc.reason or ''}".strip()
         if status == 403:
             return TargetError(
-                f"forbidden ({reason})", target=KIND, operation=operation, resource=resource,
+                f"forbidden ({reason})", at=at,
                 hint="the kubeconfig's user lacks RBAC permission for this: grant a Role in the namespace with "
                 "deployments, services, secrets, pods, pods/log, pods/portforward, poddisruptionbudgets and "
                 "horizontalpodautoscalers (see docs/targets/kubernetes.md)",
             )  # fmt: skip
         if status == 401:
             return ConfigError(
-                f"[{KIND} {operation} {resource}] the cluster rejected the credentials ({reason})",
+                f"the cluster rejected the credentials ({reason})",
+                at=at,
                 hint="refresh the kubeconfig's credentials (cloud CLI login) or pick another context",
             )
         if status in (409, 429) or status >= 500 or status == 0:
             return TransientTargetError(
-                f"the API server answered {reason}", target=KIND, operation=operation, resource=resource,
+                f"the API server answered {reason}", at=at,
                 hint="a conflict, throttling or server error: retrying usually passes",
             )  # fmt: skip
         if status == 422:
-            return ConfigError(f"[{KIND} {operation} {resource}] the cluster refused the object ({reason}): {exc.body}")
-        return TargetError(f"the API server answered {reason}", target=KIND, operation=operation, resource=resource)
+            return ConfigError(f"the cluster refused the object ({reason}): {exc.body}", at=at)
+        return TargetError(f"the API server answered {reason}", at=at)
     return TransientTargetError(
-        f"the API server cannot be reached: {exc}", target=KIND, operation=operation, resource=resource,
+        f"the API server cannot be reached: {exc}", at=at,
         hint="check that the cluster runs and the kubeconfig's server address is reachable",
     )  # fmt: skip
 
@@ -93,7 +95,7 @@ def served_version(api: client.ApiClient, candidates: tuple[str, ...]) -> str:
         if candidate in served:
             return candidate
     raise TargetError(
-        f"the cluster serves none of {', '.join(candidates)}", target=KIND, operation="discover",
+        f"the cluster serves none of {', '.join(candidates)}", at=At(KIND, "discover"),
         hint="this Kubernetes is too old or too new for Slipway: use 1.20 or later",
     )  # fmt: skip
 

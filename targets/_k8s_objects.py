@@ -1,6 +1,11 @@
 """The objects of a release, as plain manifests: Deployment, Service, PodDisruptionBudget,
 HorizontalPodAutoscaler and the Secret holding the API key. Every object carries the labels that
-tie it to its model, version and release, so teardown finds everything by label."""
+tie it to its service, model, version and release, so teardown finds everything by label.
+
+Pods are labelled ``slipway.io/role``: ``serving`` for pods that may take the stage's traffic,
+``candidate`` for the one pod that checks a release before a rolling update. The Service selects
+the live release's pods (blue/green), or every serving pod (rolling, and a blue/green split).
+"""
 
 from __future__ import annotations
 
@@ -9,16 +14,18 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from serving.contract import PORT, SERVER_UID
+from slipway.release import Release
 from slipway.spec import KubernetesTarget as KubernetesConfig
-from targets.base import Release
 
 MANAGED = {"app.kubernetes.io/managed-by": "slipway"}
+SERVICE = "slipway.io/service"
 MODEL = "slipway.io/model"
 RELEASE = "slipway.io/release"
 VERSION = "slipway.io/version"
 STAGE = "slipway.io/stage"
-SERVER_PORT = 8000
-SERVER_UID = 10001  # the user the serving image runs as (tasks/_build.py)
+ROLE = "slipway.io/role"
+SERVING, CANDIDATE = "serving", "candidate"
 
 
 def slug(text: str, limit: int) -> str:
@@ -38,10 +45,10 @@ def label_value(text: str) -> str:
 class Names:
     """Where the objects of one release on one stage live, and what they are called."""
 
+    service: str
     model: str
     stage: str
     release: Release
-    blue_green: bool
 
     @property
     def release_label(self) -> str:
@@ -49,42 +56,64 @@ class Names:
 
     @property
     def workload(self) -> str:
-        """Deployment, PDB and HPA: per release (blue/green) or the stage's one (rolling)."""
-        return slug(f"{self.model}-{self.release.id}", 53) if self.blue_green else slug(self.model, 53)
+        """The release's own Deployment: blue/green's per release, or a rolling update's candidate."""
+        return slug(f"{self.service}-{self.release.id}", 53)
+
+    @property
+    def stage_workload(self) -> str:
+        """The stage's one Deployment of the rolling strategy, updated in place by each promotion."""
+        return slug(self.service, 53)
 
     @property
     def secret(self) -> str:
-        return slug(f"{self.model}-{self.release.id}", 53) + "-key"
+        return slug(f"{self.service}-{self.release.id}", 53) + "-key"
 
-    def labels(self) -> dict[str, str]:
+    def labels(self, role: str = SERVING) -> dict[str, str]:
         return {
             **MANAGED,
-            "app.kubernetes.io/name": label_value(self.model),
+            "app.kubernetes.io/name": label_value(self.service),
+            SERVICE: label_value(self.service),
             MODEL: label_value(self.model),
             STAGE: self.stage,
             RELEASE: self.release_label,
             VERSION: label_value(self.release.version),
+            ROLE: role,
         }
 
-    def pod_selector(self) -> dict[str, str]:
-        base = {**MANAGED, MODEL: label_value(self.model)}
-        return {**base, RELEASE: self.release_label} if self.blue_green else base
+    def release_selector(self, role: str = SERVING) -> dict[str, str]:
+        return release_selector(self.service, self.release.id, role)
 
-    def meta(self, name: str) -> dict[str, Any]:
-        return {"name": name, "labels": self.labels(), "annotations": {"slipway.io/release-id": self.release.id}}
+    def serving_selector(self) -> dict[str, str]:
+        return serving_selector(self.service)
+
+    def meta(self, name: str, role: str = SERVING) -> dict[str, Any]:
+        return {"name": name, "labels": self.labels(role), "annotations": {"slipway.io/release-id": self.release.id}}
 
 
-def stage_selector(model: str) -> str:
-    """Label selector of everything Slipway created for ``model`` in a namespace."""
-    return f"app.kubernetes.io/managed-by=slipway,{MODEL}={label_value(model)}"
+def release_selector(service: str, release_id: str, role: str = SERVING) -> dict[str, str]:
+    """The pods of one release (in a role): blue/green's Service selector, and its Deployments' selector."""
+    return {**MANAGED, SERVICE: label_value(service), RELEASE: label_value(release_id), ROLE: role}
+
+
+def serving_selector(service: str) -> dict[str, str]:
+    """Every pod that may take the stage's traffic: rolling's Service selector, and a blue/green split's."""
+    return {**MANAGED, SERVICE: label_value(service), ROLE: SERVING}
+
+
+def stage_selector(service: str) -> str:
+    """Label selector of everything Slipway created for ``service`` in a namespace."""
+    return f"app.kubernetes.io/managed-by=slipway,{SERVICE}={label_value(service)}"
 
 
 def secret(n: Names, api_key: str | None) -> dict[str, Any]:
     return {"metadata": n.meta(n.secret), "type": "Opaque", "stringData": {"api-key": api_key or ""}}
 
 
-def deployment(n: Names, cfg: KubernetesConfig, authenticated: bool) -> dict[str, Any]:
-    assert n.release.image is not None
+def deployment(
+    n: Names, cfg: KubernetesConfig, authenticated: bool, *, name: str, replicas: int, role: str,
+    selector: dict[str, str],
+) -> dict[str, Any]:  # fmt: skip
+    """The Deployment ``name`` running the release's image in ``replicas`` pods labelled ``role``."""
     args = ["--workers", str(cfg.workers)] + ([] if authenticated else ["--no-auth"])
     env: list[dict[str, Any]] = [{"name": "TMPDIR", "value": "/tmp"}]
     if authenticated:
@@ -99,11 +128,11 @@ def deployment(n: Names, cfg: KubernetesConfig, authenticated: bool) -> dict[str
 
     container = {
         "name": "server",
-        "image": str(n.release.image),
+        "image": str(n.release.require_image()),
         "imagePullPolicy": "IfNotPresent",
         "args": args,
         "env": env,
-        "ports": [{"name": "http", "containerPort": SERVER_PORT, "protocol": "TCP"}],
+        "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
         "resources": {
             "requests": {"cpu": cfg.cpu_request, "memory": cfg.memory_request},
             "limits": {"cpu": cfg.cpu_limit, "memory": cfg.memory_limit},
@@ -138,43 +167,42 @@ def deployment(n: Names, cfg: KubernetesConfig, authenticated: bool) -> dict[str
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": n.meta(n.workload),
+        "metadata": n.meta(name, role),
         "spec": {
-            "replicas": cfg.replicas,
+            "replicas": replicas,
             "revisionHistoryLimit": 3,
             "progressDeadlineSeconds": max(60, int(cfg.ready_timeout_s)),
-            "selector": {"matchLabels": n.pod_selector()},
+            "selector": {"matchLabels": selector},
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
-            "template": {"metadata": {"labels": n.labels()}, "spec": pod_spec},
+            "template": {"metadata": {"labels": n.labels(role)}, "spec": pod_spec},
         },
     }
 
 
-def service(n: Names, name: str) -> dict[str, Any]:
-    meta = n.meta(name)
+def service(n: Names, name: str, selector: dict[str, str]) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": meta,
+        "metadata": n.meta(name),
         "spec": {
             "type": "ClusterIP",
-            "selector": n.pod_selector(),
+            "selector": selector,
             "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
         },
     }
 
 
-def pdb(n: Names) -> dict[str, Any]:
+def pdb(n: Names, workload: str, selector: dict[str, str]) -> dict[str, Any]:
     return {
         "kind": "PodDisruptionBudget",
-        "metadata": n.meta(n.workload),
-        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": n.pod_selector()}},
+        "metadata": n.meta(workload),
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector}},
     }
 
 
-def hpa(n: Names, cfg: KubernetesConfig, group_version: str) -> dict[str, Any]:
+def hpa(n: Names, workload: str, cfg: KubernetesConfig, group_version: str) -> dict[str, Any]:
     spec: dict[str, Any] = {
-        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": n.workload},
+        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": workload},
         "minReplicas": cfg.replicas,
         "maxReplicas": cfg.max_replicas,
     }
@@ -183,4 +211,4 @@ def hpa(n: Names, cfg: KubernetesConfig, group_version: str) -> dict[str, Any]:
     else:
         target = {"type": "Utilization", "averageUtilization": cfg.target_cpu_percent}
         spec["metrics"] = [{"type": "Resource", "resource": {"name": "cpu", "target": target}}]
-    return {"kind": "HorizontalPodAutoscaler", "metadata": n.meta(n.workload), "spec": spec}
+    return {"kind": "HorizontalPodAutoscaler", "metadata": n.meta(workload), "spec": spec}

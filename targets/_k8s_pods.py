@@ -8,17 +8,14 @@ from datetime import UTC, datetime
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from serving.contract import EXIT_REASONS
+
 _PULL = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
 _CONFIG = {"CreateContainerConfigError", "CreateContainerError", "RunContainerError"}
 # The kubelet retries container configuration errors, and a fresh namespace's Secret can take it a
 # while to see ("failed to sync secret cache"): such an error is final only once the pod is this old.
 CONFIG_GRACE_S = 45.0
-_EXIT_REASONS = {
-    2: "the server refused to start: no API key or bad arguments",
-    3: "the package failed its start-up check (artifact checksum or golden samples)",
-    4: "the server could not bind its port",
-    137: "killed (out of memory or liveness probe)",
-}
+_EXIT_REASONS = {**EXIT_REASONS, 137: "killed (out of memory or liveness probe)"}
 
 
 @dataclass(frozen=True)

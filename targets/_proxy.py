@@ -1,11 +1,12 @@
-"""Production's stable endpoint on a Docker host: an nginx container whose upstream is switched.
+"""A stage's stable endpoint on a Docker host: an nginx container whose upstreams are switched.
 
 The proxy holds the stage's state as well, so that it lives on the Docker host and not on the
-machine that deployed: ``/etc/slipway/nginx.conf`` routes to the live container and
-``/etc/slipway/state.json`` names it and the previous containers kept for rollback. A switch
-writes both files, checks the configuration (``nginx -t``), reloads gracefully (``nginx -s reload``:
-old workers finish their requests, new workers use the new upstream) and then waits until the
-proxy itself reports the new release.
+machine that deployed: ``/etc/slipway/nginx.conf`` routes to the live container (and, during a
+canary, to the candidate by weight) and ``/etc/slipway/state.json`` names them and the previous
+containers kept for rollback. A change writes both files, checks the configuration
+(``nginx -t``), reloads gracefully (``nginx -s reload``: old workers finish their requests, new
+workers use the new upstreams) and then waits until the proxy itself answers with the new
+configuration's token.
 """
 
 from __future__ import annotations
@@ -23,10 +24,11 @@ PROXY_PORT = 8080
 CONF_DIR = "/etc/slipway"
 CONF = f"{CONF_DIR}/nginx.conf"
 COMMAND = ["nginx", "-c", CONF, "-g", "daemon off;"]
-RELEASE_PATH = "/__slipway/release"
+TOKEN_PATH = "/__slipway/config"
+WEIGHTS = 100  # a split is in hundredths: nginx weights are integers
 
 _NGINX_CONF = """\
-# written by slipway (targets/_proxy.py): production of {model}
+# written by slipway (targets/_proxy.py): {stage} of {service}
 worker_processes 1;
 pid /tmp/nginx.pid;
 error_log stderr warn;
@@ -36,15 +38,15 @@ http {{
   client_body_temp_path /tmp/nginx-body;
   proxy_temp_path /tmp/nginx-proxy;
   upstream slipway_live {{
-    server {container}:{port} max_fails=0;
+{servers}
     keepalive 32;
   }}
   server {{
     listen {listen};
     client_max_body_size 16m;
-    location = {release_path} {{
+    location = {token_path} {{
       default_type text/plain;
-      return 200 "{release}";
+      return 200 "{token}";
     }}
     location / {{
       proxy_pass http://slipway_live;
@@ -60,19 +62,30 @@ http {{
 """
 
 
-def render(model: str, container: str, port: int, release: str) -> str:
-    return _NGINX_CONF.format(
-        model=model, container=container, port=port, listen=PROXY_PORT, release=release, release_path=RELEASE_PATH
-    )
+def render(service: str, stage: str, upstreams: list[tuple[str, int]], port: int, token: str) -> str:
+    """The configuration routing to ``upstreams``: (container, weight) pairs, weights summing to ``WEIGHTS``."""
+    servers = "\n".join(f"    server {c}:{port} weight={w} max_fails=0;" for c, w in upstreams if w > 0)
+    return _NGINX_CONF.format(service=service, stage=stage, servers=servers, listen=PROXY_PORT, token=token,
+                              token_path=TOKEN_PATH)  # fmt: skip
 
 
-def write_files(proxy: Container, conf: str, state: dict[str, Any]) -> None:
+def upstreams(state: dict[str, Any]) -> list[tuple[str, int]]:
+    """The live container, and the canary's share of ``WEIGHTS`` when a split is on."""
+    live, canary = state["live"]["container"], state.get("canary")
+    if not canary:
+        return [(live, WEIGHTS)]
+    return [(live, WEIGHTS - canary["weight"]), (canary["container"], canary["weight"])]
+
+
+def write_files(proxy: Container, conf: str, state: dict[str, Any] | str) -> None:
+    """Write the configuration and the state (a dict, or the JSON text read back by ``read_file``)."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
         folder = tarfile.TarInfo("slipway")
         folder.type, folder.mode = tarfile.DIRTYPE, 0o755
         tar.addfile(folder)
-        for name, text in (("nginx.conf", conf), ("state.json", json.dumps(state, indent=2))):
+        state_text = state if isinstance(state, str) else json.dumps(state, indent=2)
+        for name, text in (("nginx.conf", conf), ("state.json", state_text)):
             data = text.encode()
             info = tarfile.TarInfo(f"slipway/{name}")
             info.size, info.mode, info.mtime = len(data), 0o644, int(time.time())
@@ -80,11 +93,16 @@ def write_files(proxy: Container, conf: str, state: dict[str, Any]) -> None:
     proxy.put_archive("/etc", buf.getvalue())
 
 
-def read_state(proxy: Container) -> dict[str, Any]:
-    stream, _ = proxy.get_archive(f"{CONF_DIR}/state.json")
+def read_file(proxy: Container, name: str) -> str:
+    """A file of ``/etc/slipway`` in the proxy (its configuration or its state)."""
+    stream, _ = proxy.get_archive(f"{CONF_DIR}/{name}")
     with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
-        member = tar.extractfile("state.json")
-        state: dict[str, Any] = json.loads(member.read()) if member else {}
+        member = tar.extractfile(name)
+        return member.read().decode() if member else ""
+
+
+def read_state(proxy: Container) -> dict[str, Any]:
+    state: dict[str, Any] = json.loads(read_file(proxy, "state.json") or "{}")
     return state
 
 
@@ -98,16 +116,16 @@ def reload(proxy: Container) -> str:
     return ""
 
 
-def serves(url: str, release: str) -> bool | None:
-    """Whether a fresh connection is answered by ``release``'s configuration; None: no answer."""
+def serves(url: str, token: str) -> bool | None:
+    """Whether a fresh connection is answered by the configuration of ``token``; None: no answer."""
     try:
-        resp = httpx.get(url + RELEASE_PATH, headers={"Connection": "close"}, timeout=3)
+        resp = httpx.get(url + TOKEN_PATH, headers={"Connection": "close"}, timeout=3)
     except httpx.HTTPError:
         return None
-    return resp.status_code == 200 and resp.text == release
+    return resp.status_code == 200 and resp.text == token
 
 
-def wait_serving(url: str, release: str, timeout_s: float, *, settle: int = 8) -> bool:
+def wait_serving(url: str, token: str, timeout_s: float, *, settle: int = 8) -> bool:
     """Until ``settle`` answers in a row come from the new configuration.
 
     Right after a reload the old worker may still accept a connection or two before it has
@@ -118,7 +136,7 @@ def wait_serving(url: str, release: str, timeout_s: float, *, settle: int = 8) -
     deadline = time.monotonic() + timeout_s
     streak = 0
     while time.monotonic() < deadline:
-        answer = serves(url, release)
+        answer = serves(url, token)
         if answer is not None:
             streak = streak + 1 if answer else 0
         if streak >= settle:

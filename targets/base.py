@@ -1,71 +1,53 @@
 """The ``Target`` protocol: one small lifecycle that fits every deployment pattern.
 
-A target is bound to one stage (staging or production) of one model. Putting a release live is
-always the same three steps, whatever the pattern:
+A target is bound to one stage (staging or production) of one service. Putting a release live is
+always the same three steps, whatever the pattern (``put_live``):
 
-    deploy(release)          start the release as a *candidate* next to whatever is live
-    wait_ready(candidate)    until the candidate answers /ready (or raise, naming why not)
-    promote(candidate)       make it the stage's live deployment; retire (or retain) the previous one
+    deploy(release)                start the release as a *candidate* beside whatever is live
+    wait_ready(candidate, t)       until the candidate answers its readiness route (or raise, naming why not)
+    promote(candidate, t)          switch the stage's traffic to the candidate; retire (or retain) the previous
 
-A candidate that fails is removed with ``discard``; the live deployment is never touched before
-the candidate is ready. ``rollback`` puts an earlier release live again (reusing retained
-resources where the pattern keeps them), ``teardown`` removes everything of the stage, and
-``describe`` reports what is live. Each pattern maps these onto its own resources: a process
-(local), a container behind a proxy (VM), a revision (container service), a Deployment and Service
-(Kubernetes), a function version and alias (serverless), an endpoint variant (managed ML platform).
+and, for targets whose capabilities say they split traffic, ``shift(candidate, weight)`` sends a
+share of the stage's traffic to a ready candidate before promotion (the canary steps).
+
+What each method may touch, for every target:
+
+- ``deploy`` creates the candidate's own resources. It never changes what serves the stage's
+  traffic: the live release's resources, its routing and its configuration stay as they were.
+- ``wait_ready`` only reads.
+- ``shift`` changes the stage's routing only, never the live release's resources; weight 0 sends
+  everything back to the live release.
+- ``promote`` is the one method that changes what is live. It may take minutes (a cloud rollout):
+  it reports progress through ``TargetContext.progress`` and gives up after its timeout. If it
+  raises, the stage serves what it served before (the target undoes its partial switch), or the
+  error says exactly what it serves.
+- ``discard`` removes a candidate that never went live (and any share of traffic ``shift`` gave it).
+  It never touches the live release: called on a candidate that is live, it does nothing.
+- ``rollback`` puts an earlier release live through the same steps (reusing retained resources
+  where the pattern keeps them); ``teardown`` removes everything of the stage; ``describe`` and
+  ``endpoint`` only read.
+
+Each pattern maps these onto its own resources: a process (local), a container behind a proxy or an
+instance (VM), a revision (container service), a Deployment and Service (Kubernetes), a function
+version and alias (serverless), an endpoint variant (managed ML platform).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from typing import Protocol
 
 from pydantic import SecretStr
 
 from slipway.errors import ConfigError
+from slipway.release import ArtifactKind, Auth, AuthScheme, Endpoint, Release, Stage
+from slipway.spec import Timeouts
 
-
-class Stage(StrEnum):
-    STAGING = "staging"
-    PRODUCTION = "production"
-
-
-@dataclass(frozen=True)
-class ImageRef:
-    """An image pinned by digest: the only way the pipeline refers to an image after the push."""
-
-    repository: str
-    digest: str  # "sha256:..."
-
-    def __str__(self) -> str:
-        return f"{self.repository}@{self.digest}"
-
-
-@dataclass(frozen=True)
-class Release:
-    """What is deployed: one packaged model version, and its image when the target takes one."""
-
-    id: str
-    model: str
-    version: str
-    package_sha256: str
-    package_dir: Path
-    spec_hash: str
-    image: ImageRef | None = None
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """Where a stage (or one candidate) answers, as reachable from this machine."""
-
-    url: str
-    requires_auth: bool = True
-    # Where the stage is served to its users, when ``url`` is only a forward to 127.0.0.1 that this
-    # process owns (Kubernetes): e.g. "service iris in namespace slipway-production, port 80".
-    served_at: str = ""
+Progress = Callable[[str], None]
+_log = logging.getLogger("slipway.targets")
 
 
 @dataclass(frozen=True)
@@ -90,23 +72,31 @@ class StageStatus:
 
 @dataclass(frozen=True)
 class Capabilities:
-    """What a pattern can do, so flows and docs can say what a promotion guarantees."""
+    """What a pattern takes and can do; the pipeline acts on each field.
 
-    needs_image: bool
-    zero_downtime_promotion: bool
+    ``artifacts``: what ``deploy`` takes from the build (the image step builds the union of both
+    stages'). ``traffic_split``: ``shift`` is implemented (else it raises ``ConfigError``).
+    """
+
+    artifacts: frozenset[ArtifactKind]
     traffic_split: bool = False
-    scale_to_zero: bool = False
+
+
+IMAGE = frozenset({ArtifactKind.IMAGE})
+PACKAGE = frozenset({ArtifactKind.PACKAGE})
 
 
 @dataclass(frozen=True)
 class TargetContext:
     """What every target gets besides its typed config."""
 
+    service: str  # the deployment's identity: every resource is named and labelled by it
     model: str
     stage: Stage
     state_dir: Path
     requires_auth: bool
     api_key: SecretStr | None  # None for read-only use (status) and when requires_auth is False
+    progress: Progress = _log.info  # where long operations report how they are going
 
     def key_for_deploy(self) -> SecretStr | None:
         """The key a new deployment gets; refuses to start an authenticated endpoint without one."""
@@ -117,11 +107,17 @@ class TargetContext:
             )
         return self.api_key if self.requires_auth else None
 
+    @property
+    def auth(self) -> Auth:
+        """How callers authenticate to endpoints that check Slipway's own key (or nothing)."""
+        return Auth(AuthScheme.API_KEY if self.requires_auth else AuthScheme.NONE)
+
 
 class Target(Protocol):
     kind: str
     stage: Stage
     capabilities: Capabilities
+    location: str  # where the stage lives, e.g. "docker ssh://vm port 8200": stable across runs
 
     def deploy(self, release: Release) -> Deployment:
         """Start ``release`` as a candidate on this stage without touching what is live."""
@@ -131,15 +127,19 @@ class Target(Protocol):
         """Block until the candidate is ready; raise ``TargetError`` naming the reason if not."""
         ...
 
-    def promote(self, deployment: Deployment) -> Deployment:
-        """Make a ready candidate the stage's live deployment and retire the previous one."""
+    def shift(self, deployment: Deployment, weight: float) -> None:
+        """Send ``weight`` (0 to 1) of the stage's traffic to the ready candidate, the rest to the live one."""
+        ...
+
+    def promote(self, deployment: Deployment, timeout_s: float) -> Deployment:
+        """Switch the stage's traffic to the ready candidate and retire the previous release."""
         ...
 
     def discard(self, deployment: Deployment) -> None:
-        """Remove a candidate that never went live. Must not touch the live deployment."""
+        """Remove a candidate that never went live, and any traffic shifted to it. Never touches the live one."""
         ...
 
-    def rollback(self, release: Release, timeout_s: float) -> Deployment:
+    def rollback(self, release: Release, timeouts: Timeouts) -> Deployment:
         """Put an earlier release live again."""
         ...
 
@@ -156,16 +156,25 @@ class Target(Protocol):
         ...
 
 
-def put_live(target: Target, release: Release, timeout_s: float) -> Deployment:
-    """deploy → wait_ready → promote, discarding the candidate if it never becomes ready.
+def put_live(target: Target, release: Release, timeouts: Timeouts) -> Deployment:
+    """deploy → wait_ready → promote, discarding the candidate if it never goes live.
 
-    The one sequence every stage change goes through; the live deployment is untouched until the
-    candidate is ready.
+    The one sequence every stage change goes through. A release that lacks an artifact the target
+    takes is refused before anything changes; the live deployment is untouched until the candidate
+    is ready, and a promotion that fails leaves it (or says what is live instead).
     """
+    release.check_artifacts(target.capabilities.artifacts, f"the {target.stage.value} target ({target.kind})")
     candidate = target.deploy(release)
     try:
-        ready = target.wait_ready(candidate, timeout_s)
+        return target.promote(target.wait_ready(candidate, timeouts.ready_s), timeouts.promote_s)
     except BaseException:
-        target.discard(candidate)
+        target.discard(candidate)  # never touches what is live, so a candidate a promotion made live stays
         raise
-    return target.promote(ready)
+
+
+def no_shift(target: Target) -> ConfigError:
+    """The error ``shift`` raises on a target whose capabilities say it does not split traffic."""
+    return ConfigError(
+        f"the {target.stage.value} target ({target.kind}, {target.location}) cannot split traffic",
+        hint="promote all at once, or pick a target (or strategy) that splits traffic (docs/architecture.md)",
+    )

@@ -2,16 +2,15 @@
 
 The engine is the local one or a remote one (``host: ssh://user@host``). Every container gets the
 API key as an environment variable (never baked into the image), resource limits, a restart
-policy and rotated json-file logs, and carries labels naming model, stage and release, so
+policy and rotated json-file logs, and carries labels naming service, model, stage and release, so
 ``teardown`` finds everything by label.
 
-* **staging** — one container publishing the server on ``bind_address:port``; a new release
-  replaces it.
-* **production** — blue/green behind a stable endpoint: an nginx container (``targets._proxy``)
-  publishes ``bind_address:port`` and forwards to the live container over a per-stage network.
-  A candidate runs next to the live one on an ephemeral port; only once it answers ``/ready`` is
-  the proxy's upstream switched, with a graceful reload, so no request fails. The previous
-  container is kept ``keep_previous_s`` seconds, so a rollback is a switch back.
+Each stage is blue/green behind a stable endpoint: an nginx container (``targets._proxy``)
+publishes ``bind_address:port`` and forwards to the live container over the stage's own network.
+A candidate runs next to the live one on an ephemeral port. ``shift`` gives it a share of the
+requests through nginx upstream weights; ``promote`` — only once it answers its readiness route —
+switches the upstream to it alone, with a graceful reload, so no request fails. The previous
+container is kept ``keep_previous_s`` seconds, so a rollback is a switch back.
 """
 
 from __future__ import annotations
@@ -29,62 +28,54 @@ import httpx
 from docker.models.containers import Container
 from docker.types import LogConfig
 
-from slipway.errors import ConfigError, SlipwayError, TargetError
+from serving.contract import PORT, exit_reason
+from slipway.errors import At, ConfigError, SlipwayError, TargetError
+from slipway.http import answers
+from slipway.release import Endpoint, Release
 from slipway.spec import DockerTarget as DockerConfig
+from slipway.spec import Timeouts
 from targets import _proxy
-from targets._engine import connect, map_error, port_answers, ssh_hostname
-from targets._registry import resolve_credentials
-from targets.base import Capabilities, Deployment, Endpoint, Release, Stage, StageStatus, TargetContext, put_live
+from targets.base import IMAGE, Capabilities, Deployment, StageStatus, TargetContext, put_live
+from targets.containers import connect, map_error, port_answers, resolve_credentials, ssh_hostname
 
-_SERVER_PORT = 8000
-_SWITCH_TIMEOUT_S = 30.0  # for the proxy to answer only from the new configuration after a reload
-_EXIT_REASONS = {2: "no API key or bad configuration", 3: "the package failed its start-up check", 4: "bind failed"}
+_SETTLE_S = 30.0  # at least this long for the proxy to answer only from a new configuration
 
 
 class DockerHostTarget:
     kind = "docker"
+    capabilities = Capabilities(artifacts=IMAGE, traffic_split=True)
 
     def __init__(self, config: DockerConfig, ctx: TargetContext) -> None:
         self.config = config
         self.ctx = ctx
         self.stage = ctx.stage
-        self.capabilities = Capabilities(needs_image=True, zero_downtime_promotion=ctx.stage is Stage.PRODUCTION)
-        self.prefix = f"slipway-{ctx.model}-{ctx.stage.value}"
-        self.labels = {"io.slipway.model": ctx.model, "io.slipway.stage": ctx.stage.value}
+        self.prefix = f"slipway-{ctx.service}-{ctx.stage.value}"
+        self.labels = {"io.slipway.service": ctx.service, "io.slipway.stage": ctx.stage.value}
         self.host_name = config.public_host or ssh_hostname(config.host) or "127.0.0.1"
+        self.location = f"docker {config.host or 'local engine'} port {config.port}"
         self._client: docker.DockerClient | None = None
 
     @property
     def client(self) -> docker.DockerClient:
         if self._client is None:
-            self._client = connect(self.config.host, target=self.kind, operation="connect")
+            self._client = connect(self.config.host, at=At(self.kind, "connect", self.config.host or "local engine"))
         return self._client
 
     # --- lifecycle -------------------------------------------------------------------------
 
     def deploy(self, release: Release) -> Deployment:
-        if release.image is None:
-            raise ConfigError(
-                f"release {release.id} has no image; the docker target runs images",
-                hint="release through the flow (it builds and pushes the image) or deploy a release that has one",
-            )
-        production = self.stage is Stage.PRODUCTION
+        image = release.require_image()
         with self._op("deploy", release.id):
-            if production:
-                self._check_port(self._proxy() is not None)
-                self._network()
-            else:
-                for old in self._containers(role="release"):
-                    old.remove(force=True)  # staging is replaced, not switched
-                self._check_port(False)
+            self._check_port(self._proxy() is not None)
+            self._network()
             self._ensure_image(release)
             name = _container_name(self.prefix, release.id)
-            container = self._run(release, name, None if production else self.config.port)
+            container = self._run(release, name)
             container.reload()
             port = _host_port(container)
         url = f"http://{self.host_name}:{port}"
-        handle = {"container": name, "container_id": str(container.id), "port": str(port), "image": str(release.image)}
-        return Deployment(release, self.stage, Endpoint(url, self.ctx.requires_auth), handle)
+        handle = {"container": name, "container_id": str(container.id), "port": str(port), "image": str(image)}
+        return Deployment(release, self.stage, Endpoint(url, self.ctx.auth), handle)
 
     def wait_ready(self, deployment: Deployment, timeout_s: float) -> Deployment:
         name, rid = deployment.handle["container"], deployment.release.id
@@ -94,50 +85,79 @@ class DockerHostTarget:
                 container = self.client.containers.get(name)
                 state = container.attrs["State"]
                 if state["Status"] in ("exited", "dead", "restarting") or container.attrs.get("RestartCount", 0):
-                    code = int(state.get("ExitCode", -1))
-                    reason = _EXIT_REASONS.get(code, f"exit code {code}")
                     raise TargetError(
-                        f"release {rid} exited at start ({reason}):\n{_tail(container)}", target=self.kind,
-                        operation="wait_ready", resource=name,
+                        f"release {rid} exited at start ({exit_reason(int(state.get('ExitCode', -1)))}):"
+                        f"\n{_tail(container)}",
+                        at=At(self.kind, "wait_ready", name),
                         hint="read the container's output above; fix and deploy again",
                     )  # fmt: skip
-            if _answers(deployment.endpoint.url + "/ready"):
+            if answers(deployment.endpoint, deployment.endpoint.routes.ready):
                 return deployment
             if time.monotonic() > deadline:
                 with self._op("wait_ready", name):
                     tail = _tail(self.client.containers.get(name))
                 raise TargetError(
-                    f"release {rid} was not ready after {timeout_s:.0f} s:\n{tail}", target=self.kind,
-                    operation="wait_ready", resource=name,
+                    f"release {rid} was not ready after {timeout_s:.0f} s:\n{tail}",
+                    at=At(self.kind, "wait_ready", name),
                     hint=f"raise {self.stage.value}.ready_timeout_s in the spec if the model loads slowly",
                 )  # fmt: skip
             time.sleep(0.1)
 
-    def promote(self, deployment: Deployment) -> Deployment:
-        if self.stage is Stage.PRODUCTION:
-            with self._op("promote", deployment.handle["container"]):
-                self._switch(deployment.handle["container"], deployment.release.id)
+    def shift(self, deployment: Deployment, weight: float) -> None:
+        """Route ``weight`` of the requests to the candidate through the proxy's upstream weights
+        (in hundredths: a non-zero weight is at least 1 %); 0 routes everything to the live one."""
+        if not 0 <= weight <= 1:
+            raise ConfigError(
+                f"a traffic weight is between 0 and 1, not {weight}", at=At(self.kind, "shift", self.prefix)
+            )
+        name = deployment.handle["container"]
+        with self._op("shift", name):
+            proxy = self._proxy()
+            state: dict[str, Any] = _proxy.read_state(proxy) if proxy else {}
+            if proxy is None or not state.get("live"):
+                raise ConfigError(
+                    f"nothing is live on {self.stage.value} to split traffic with",
+                    at=At(self.kind, "shift", self.prefix),
+                    hint="promote the first release all at once",
+                )
+            share = 0 if weight == 0 else min(_proxy.WEIGHTS, max(1, round(weight * _proxy.WEIGHTS)))
+            canary = {"container": name, "release_id": deployment.release.id, "weight": share}
+            new_state = {k: v for k, v in state.items() if k != "canary"} | ({"canary": canary} if share else {})
+            self._apply(proxy, new_state, "shift", f"{share}% of the requests to release {deployment.release.id}")
+
+    def promote(self, deployment: Deployment, timeout_s: float) -> Deployment:
+        with self._op("promote", deployment.handle["container"]):
+            self._switch(deployment.handle["container"], deployment.release.id, timeout_s)
         return Deployment(deployment.release, self.stage, self._stable(), deployment.handle)
 
     def discard(self, deployment: Deployment) -> None:
-        with self._op("discard", deployment.handle["container"]), contextlib.suppress(docker.errors.NotFound):
-            self.client.containers.get(deployment.handle["container"]).remove(force=True)
+        name = deployment.handle["container"]
+        with self._op("discard", name):
+            proxy = self._proxy()
+            state: dict[str, Any] = _proxy.read_state(proxy) if proxy else {}
+            if (state.get("live") or {}).get("container") == name:
+                return  # it went live: not a candidate any more
+            if proxy is not None and (state.get("canary") or {}).get("container") == name:
+                back = {k: v for k, v in state.items() if k != "canary"}
+                self._apply(proxy, back, "discard", "all requests back to the live release")
+            with contextlib.suppress(docker.errors.NotFound):
+                self.client.containers.get(name).remove(force=True)
 
-    def rollback(self, release: Release, timeout_s: float) -> Deployment:
-        if self.stage is Stage.PRODUCTION:
-            with self._op("rollback", release.id):
-                proxy = self._proxy()
-                kept = [p for p in (_proxy.read_state(proxy).get("previous", []) if proxy else [])
-                        if p["release_id"] == release.id]  # fmt: skip
-                for entry in kept:
-                    with contextlib.suppress(docker.errors.NotFound):
-                        container = self.client.containers.get(entry["container"])
-                        port = _host_port(container)
-                        if container.status == "running" and _answers(f"http://{self.host_name}:{port}/ready"):
-                            self._switch(entry["container"], release.id)
-                            handle = {"container": entry["container"], "port": str(port)}
-                            return Deployment(release, self.stage, self._stable(), handle)
-        return put_live(self, release, timeout_s)
+    def rollback(self, release: Release, timeouts: Timeouts) -> Deployment:
+        with self._op("rollback", release.id):
+            proxy = self._proxy()
+            kept = [p for p in (_proxy.read_state(proxy).get("previous", []) if proxy else [])
+                    if p["release_id"] == release.id]  # fmt: skip
+            for entry in kept:
+                with contextlib.suppress(docker.errors.NotFound):
+                    container = self.client.containers.get(entry["container"])
+                    port = _host_port(container)
+                    candidate = Endpoint(f"http://{self.host_name}:{port}", self.ctx.auth)
+                    if container.status == "running" and answers(candidate, candidate.routes.ready):
+                        self._switch(entry["container"], release.id, timeouts.promote_s)
+                        handle = {"container": entry["container"], "port": str(port)}
+                        return Deployment(release, self.stage, self._stable(), handle)
+        return put_live(self, release, timeouts)
 
     def endpoint(self) -> Endpoint | None:
         return self._stable() if self._live() else None
@@ -155,9 +175,13 @@ class DockerHostTarget:
         live = self._live()
         if live is None:
             return StageStatus(self.stage, self.kind, None, None, healthy=False, detail="nothing deployed")
-        healthy = _answers(self._stable().url + "/health")
+        stable = self._stable()
         detail = f"container {live['container']} on {self.config.host or 'local engine'}, since {live['since']}"
-        return StageStatus(self.stage, self.kind, live["release_id"], self._stable(), healthy, detail)
+        if live.get("canary"):
+            detail += f"; {live['canary']['weight']}% of requests to release {live['canary']['release_id']}"
+        return StageStatus(
+            self.stage, self.kind, live["release_id"], stable, answers(stable, stable.routes.health), detail
+        )
 
     # --- helpers ----------------------------------------------------------------------------
 
@@ -168,12 +192,12 @@ class DockerHostTarget:
         except SlipwayError:
             raise
         except (docker.errors.DockerException, httpx.HTTPError, OSError) as exc:
-            raise map_error(exc, target=self.kind, operation=operation, resource=resource) from exc
+            raise map_error(exc, at=At(self.kind, operation, resource)) from exc
         except Exception as exc:  # requests / paramiko transport errors
-            raise map_error(exc, target=self.kind, operation=operation, resource=resource) from exc
+            raise map_error(exc, at=At(self.kind, operation, resource)) from exc
 
     def _stable(self) -> Endpoint:
-        return Endpoint(f"http://{self.host_name}:{self.config.port}", self.ctx.requires_auth)
+        return Endpoint(f"http://{self.host_name}:{self.config.port}", self.ctx.auth)
 
     def _containers(self, **labels: str) -> list[Container]:
         found: list[Container] = self.client.containers.list(
@@ -186,16 +210,11 @@ class DockerHostTarget:
         return found[0] if found else None
 
     def _live(self) -> dict[str, Any] | None:
+        """The live container, release and since (and the canary, during a split), from the proxy."""
         with self._op("describe", self.prefix):
-            if self.stage is Stage.PRODUCTION:
-                proxy = self._proxy()
-                live = _proxy.read_state(proxy).get("live") if proxy and proxy.status == "running" else None
-                return dict(live) if live else None
-            running = [c for c in self._containers(role="release") if c.status == "running"]
-        if not running:
-            return None
-        c = running[0]
-        return {"container": c.name, "release_id": c.labels.get("io.slipway.release"), "since": c.attrs["Created"]}
+            proxy = self._proxy()
+            state = _proxy.read_state(proxy) if proxy and proxy.status == "running" else {}
+        return {**state["live"], "canary": state.get("canary")} if state.get("live") else None
 
     def _check_port(self, ours: bool) -> None:
         if not ours and port_answers(self.host_name, self.config.port):
@@ -209,16 +228,15 @@ class DockerHostTarget:
             self.client.networks.create(self.prefix, driver="bridge", labels=self.labels)
 
     def _ensure_image(self, release: Release) -> None:
-        ref = str(release.image)
+        image = release.require_image()
         try:
-            self.client.images.get(ref)
+            self.client.images.get(str(image))
         except docker.errors.ImageNotFound:
-            assert release.image is not None
             creds = resolve_credentials(self.config.registry_credentials)
-            self.client.images.pull(release.image.repository, tag=release.image.digest,
+            self.client.images.pull(image.repository, tag=image.digest,
                                     auth_config=creds.auth_config() if creds else None)  # fmt: skip
 
-    def _run(self, release: Release, name: str, host_port: int | None) -> Container:
+    def _run(self, release: Release, name: str) -> Container:
         key = self.ctx.key_for_deploy()
         command = ["--workers", str(self.config.workers)] + ([] if key else ["--no-auth"])
         policy: dict[str, Any] = {"Name": self.config.restart_policy}
@@ -228,24 +246,24 @@ class DockerHostTarget:
             settings: dict[str, Any] = dict(
                 command=command, name=name,
                 environment={"SLIPWAY_API_KEY": key.get_secret_value()} if key else {},
-                ports={f"{_SERVER_PORT}/tcp": (self.config.bind_address, host_port)},
-                network=self.prefix if self.stage is Stage.PRODUCTION else None,
-                labels={**self.labels, "io.slipway.role": "release", "io.slipway.release": release.id},
+                ports={f"{PORT}/tcp": (self.config.bind_address, None)}, network=self.prefix,
+                labels={**self.labels, "io.slipway.model": self.ctx.model, "io.slipway.role": "release",
+                        "io.slipway.release": release.id},
                 mem_limit=self.config.memory, nano_cpus=int(self.config.cpus * 1e9), pids_limit=512,
                 restart_policy=policy, security_opt=["no-new-privileges"], cap_drop=["ALL"],
                 read_only=True, tmpfs={"/tmp": "size=64m"},
                 log_config=LogConfig(type="json-file", config={
                     "max-size": self.config.log_max_size, "max-file": str(self.config.log_max_files)}),
             )  # fmt: skip
-            container = self.client.containers.run(str(release.image), detach=True, **settings)
+            container = self.client.containers.run(str(release.require_image()), detach=True, **settings)
         except docker.errors.APIError:
             with contextlib.suppress(docker.errors.DockerException):
                 self.client.containers.get(name).remove(force=True)  # created but not started: nothing half-done
             raise
         return container
 
-    def _switch(self, container: str, release_id: str) -> None:
-        """Point the proxy at ``container`` (creating the proxy on first use) and retire the previous."""
+    def _switch(self, container: str, release_id: str, timeout_s: float) -> None:
+        """Route the stage to ``container`` alone (creating the proxy on first use) and retire the previous."""
         proxy = self._proxy()
         state: dict[str, Any] = _proxy.read_state(proxy) if proxy else {}
         now = time.time()
@@ -254,24 +272,35 @@ class DockerHostTarget:
             previous.insert(0, {**state["live"], "retired_at": now})
         new_state = {"live": {"container": container, "release_id": release_id, "since": _iso(now)},
                      "previous": previous}  # fmt: skip
-        conf = _proxy.render(self.ctx.model, container, _SERVER_PORT, release_id)
-        if proxy is None:
-            proxy = self._start_proxy(conf, new_state)
-        else:
-            _proxy.write_files(proxy, conf, new_state)
-            problem = _proxy.reload(proxy)
-            if problem:
-                _proxy.write_files(proxy, _proxy.render(self.ctx.model, state["live"]["container"], _SERVER_PORT,
-                                                        state["live"]["release_id"]), state)  # fmt: skip
-                raise TargetError(f"the proxy refused the new configuration: {problem}", target=self.kind,
-                                  operation="promote", resource=proxy.name or "",
-                                  hint="production is unchanged")  # fmt: skip
-        if not _proxy.wait_serving(self._stable().url, release_id, _SWITCH_TIMEOUT_S):
-            raise TargetError(f"the proxy did not switch to release {release_id} within {_SWITCH_TIMEOUT_S:g} s:"
-                              f"\n{_tail(proxy)}",
-                              target=self.kind, operation="promote", resource=proxy.name or "")  # fmt: skip
+        proxy, conf = self._apply(proxy, new_state, "promote", f"release {release_id}", timeout_s)
         if self._retire(new_state, now):
             _proxy.write_files(proxy, conf, new_state)
+
+    def _apply(
+        self, proxy: Container | None, state: dict[str, Any], operation: str, what: str, timeout_s: float = _SETTLE_S
+    ) -> tuple[Container, str]:
+        """Write ``state``'s routing into the proxy (starting it on first use), reload, and wait until fresh
+        connections get it; a configuration nginx refuses is put back as it was and nothing changes.
+        Returns the proxy and the configuration written."""
+        token = secrets.token_hex(6)
+        conf = _proxy.render(self.ctx.service, self.stage.value, _proxy.upstreams(state), PORT, token)
+        if proxy is None:
+            proxy = self._start_proxy(conf, state)
+        else:
+            before = (_proxy.read_file(proxy, "nginx.conf"), _proxy.read_state(proxy))
+            _proxy.write_files(proxy, conf, state)
+            problem = _proxy.reload(proxy)
+            if problem:
+                _proxy.write_files(proxy, *before)
+                raise TargetError(f"the proxy refused the new configuration: {problem}",
+                                  at=At(self.kind, operation, proxy.name or ""),
+                                  hint=f"{self.stage.value} is unchanged")  # fmt: skip
+        self.ctx.progress(f"{self.stage.value} proxy: {what}")
+        if not _proxy.wait_serving(self._stable().url, token, max(timeout_s, _SETTLE_S)):
+            raise TargetError(f"the proxy did not take the new configuration ({what}) within "
+                              f"{max(timeout_s, _SETTLE_S):g} s:\n{_tail(proxy)}",
+                              at=At(self.kind, operation, proxy.name or ""))  # fmt: skip
+        return proxy, conf
 
     def _start_proxy(self, conf: str, state: dict[str, Any]) -> Container:
         self._ensure_proxy_image()
@@ -296,7 +325,7 @@ class DockerHostTarget:
         except docker.errors.ImageNotFound:
             raise ConfigError(
                 f"the proxy image {self.config.proxy_image!r} is not on the Docker Engine",
-                hint="build it with scripts/images/nginx.sh, or set production.proxy_image to an nginx image",
+                hint=f"build it with scripts/images/nginx.sh, or set {self.stage.value}.proxy_image to an nginx image",
             ) from None
 
     def _retire(self, state: dict[str, Any], now: float) -> bool:
@@ -325,7 +354,7 @@ def _container_name(prefix: str, release_id: str) -> str:
 
 
 def _host_port(container: Container) -> int:
-    published: Any = container.ports[f"{_SERVER_PORT}/tcp"]
+    published: Any = container.ports[f"{PORT}/tcp"]
     return int(published[0]["HostPort"])
 
 
@@ -335,13 +364,6 @@ def _filters(labels: dict[str, str]) -> list[str]:
 
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=1.0, headers={"Connection": "close"}).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def _tail(container: Container, lines: int = 12) -> str:

@@ -18,33 +18,52 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import boto3
-import httpx
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from slipway.errors import ConfigError, TargetError
+from slipway.errors import At, ConfigError, TargetError
+from slipway.http import answers
+from slipway.release import Endpoint, Release
 from slipway.spec import Ec2Target as Ec2Config
-from targets._ec2_boot import map_aws_error, user_data
-from targets._registry import registry_of, resolve_credentials
-from targets.base import Capabilities, Deployment, Endpoint, Release, StageStatus, TargetContext, put_live
+from slipway.spec import Timeouts
+from targets._ec2_boot import user_data
+from targets.aws import ServiceCodes, map_aws_error
+from targets.base import IMAGE, Capabilities, Deployment, StageStatus, TargetContext, no_shift, put_live
+from targets.containers import registry_of, resolve_credentials
 
 if TYPE_CHECKING:
     from mypy_boto3_ec2 import EC2Client
     from mypy_boto3_ssm import SSMClient
 
 _LIVE_STATES = ["pending", "running", "stopping", "stopped"]
+EC2_CODES = ServiceCodes(
+    transient=frozenset({"InsufficientInstanceCapacity"}),
+    config=frozenset({"InvalidAMIID.NotFound", "InvalidAMIID.Malformed", "InvalidAMIID.Unavailable",
+                      "InvalidSubnetID.NotFound", "InvalidVpcID.NotFound", "InvalidIamInstanceProfile.NotFound"}),
+    limits=frozenset({"InstanceLimitExceeded", "VcpuLimitExceeded", "RulesPerSecurityGroupLimitExceeded",
+                      "SecurityGroupLimitExceeded", "MaxSpotInstanceCountExceeded"}),
+    hints={
+        "InvalidAMIID.NotFound": "the AMI does not exist in this region: fix ami in the spec (AMIs are per region)",
+        "InvalidAMIID.Malformed": "fix ami in the spec: it looks like ami-0123456789abcdef0",
+        "InstanceLimitExceeded": "an account quota is reached: free capacity or request a quota increase "
+        "(Service Quotas console), or use a smaller instance_type",
+        "VcpuLimitExceeded": "an account quota is reached: free capacity or request a quota increase "
+        "(Service Quotas console), or use a smaller instance_type",
+    },
+)  # fmt: skip
 
 
 class Ec2InstanceTarget:
     kind = "ec2"
-    capabilities = Capabilities(needs_image=True, zero_downtime_promotion=False)
+    capabilities = Capabilities(artifacts=IMAGE)
 
     def __init__(self, config: Ec2Config, ctx: TargetContext) -> None:
         self.config = config
         self.ctx = ctx
         self.stage = ctx.stage
-        self.name = f"slipway-{ctx.model}-{ctx.stage.value}"
-        self.params = f"/slipway/{ctx.model}/{ctx.stage.value}"
+        self.name = f"slipway-{ctx.service}-{ctx.stage.value}"
+        self.location = f"ec2 {config.region} {self.name}"
+        self.params = f"/slipway/{ctx.service}/{ctx.stage.value}"
         self._ec2: EC2Client | None = None
         self._ssm: SSMClient | None = None
 
@@ -70,15 +89,14 @@ class Ec2InstanceTarget:
     # --- lifecycle -------------------------------------------------------------------------
 
     def deploy(self, release: Release) -> Deployment:
-        if release.image is None:
-            raise ConfigError(f"release {release.id} has no image; the ec2 target runs images",
-                              hint="release through the flow, which builds and pushes the image")  # fmt: skip
+        image = release.require_image()
         key = self.ctx.key_for_deploy()
         creds = resolve_credentials(self.config.registry_credentials)
         if (key or creds) and not self.config.instance_profile:
             raise ConfigError(
-                f"[ec2 deploy {self.name}] the instance needs secrets (API key, registry password) and no "
+                "the instance needs secrets (API key, registry password) and no "
                 "instance_profile is set to read them from SSM Parameter Store",
+                at=At(self.kind, "deploy", self.name),
                 hint="set instance_profile to a profile allowed ssm:GetParameter on /slipway/* (docs/targets/ec2.md)",
             )
         with self._aws("deploy", release.id):
@@ -88,7 +106,7 @@ class Ec2InstanceTarget:
             if creds is not None:
                 self._put_param("registry-password", creds.password.get_secret_value())
             script = user_data(
-                image=str(release.image), registry=registry_of(release.image.repository),
+                image=str(image), registry=registry_of(image.repository),
                 username=creds.username if creds else "", password_param=f"{self.params}/registry-password",
                 key_param=f"{self.params}/api-key" if key else "", region=self.config.region,
                 port=self.config.port, workers=1, name=f"{self.name}-{release.id}",
@@ -105,7 +123,7 @@ class Ec2InstanceTarget:
                 args["SubnetId"] = self.config.subnet_id
             instance = self.ec2.run_instances(**args)["Instances"][0]
         iid = instance["InstanceId"]
-        return Deployment(release, self.stage, Endpoint("", self.ctx.requires_auth),
+        return Deployment(release, self.stage, Endpoint("", self.ctx.auth),
                           {"instance_id": iid, "security_group": group})  # fmt: skip
 
     def wait_ready(self, deployment: Deployment, timeout_s: float) -> Deployment:
@@ -115,22 +133,24 @@ class Ec2InstanceTarget:
             self.ec2.get_waiter("instance_running").wait(
                 InstanceIds=[iid], WaiterConfig={"Delay": 5, "MaxAttempts": max(1, int(timeout_s // 5))}
             )
-            url = self._url(self._instance(iid))
+            endpoint = Endpoint(self._url(self._instance(iid)), self.ctx.auth)
         while time.monotonic() < deadline:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(url + "/ready", timeout=2).status_code == 200:
-                    return Deployment(deployment.release, self.stage, Endpoint(url, self.ctx.requires_auth),
-                                      {**deployment.handle, "url": url})  # fmt: skip
+            if answers(endpoint, endpoint.routes.ready, timeout_s=2):
+                return Deployment(deployment.release, self.stage, endpoint, {**deployment.handle, "url": endpoint.url})
             time.sleep(1)
         raise TargetError(
-            f"release {deployment.release.id}: instance {iid} runs but {url}/ready did not answer "
-            f"within {timeout_s:.0f} s",
-            target=self.kind, operation="wait_ready", resource=iid,
+            f"release {deployment.release.id}: instance {iid} runs but {endpoint.url}{endpoint.routes.ready} did not "
+            f"answer within {timeout_s:.0f} s", at=At(self.kind, "wait_ready", iid),
             hint="read the instance's console output (aws ec2 get-console-output); check that allowed_cidr "
             "includes this machine and that the instance can reach the registry",
         )  # fmt: skip
 
-    def promote(self, deployment: Deployment) -> Deployment:
+    def shift(self, deployment: Deployment, weight: float) -> None:
+        raise no_shift(self)
+
+    def promote(self, deployment: Deployment, timeout_s: float) -> Deployment:
+        """Tag the candidate live (the stage's endpoint is the live instance's address) and terminate
+        the previous instance."""
         iid = deployment.handle["instance_id"]
         with self._aws("promote", iid):
             previous = [i["InstanceId"] for i in self._instances(role="live")]
@@ -141,16 +161,18 @@ class Ec2InstanceTarget:
         return deployment
 
     def discard(self, deployment: Deployment) -> None:
-        with self._aws("discard", deployment.handle["instance_id"]):
-            self.ec2.terminate_instances(InstanceIds=[deployment.handle["instance_id"]])
+        iid = deployment.handle["instance_id"]
+        with self._aws("discard", iid):
+            if iid not in {i["InstanceId"] for i in self._instances(role="live")}:
+                self.ec2.terminate_instances(InstanceIds=[iid])
 
-    def rollback(self, release: Release, timeout_s: float) -> Deployment:
-        return put_live(self, release, timeout_s)
+    def rollback(self, release: Release, timeouts: Timeouts) -> Deployment:
+        return put_live(self, release, timeouts)
 
     def endpoint(self) -> Endpoint | None:
         with self._aws("describe", self.name):
             live = self._instances(role="live")
-        return Endpoint(self._url(live[0]), self.ctx.requires_auth) if live else None
+        return Endpoint(self._url(live[0]), self.ctx.auth) if live else None
 
     def teardown(self) -> None:
         with self._aws("teardown", self.name):
@@ -170,14 +192,11 @@ class Ec2InstanceTarget:
         if not live:
             return StageStatus(self.stage, self.kind, None, None, healthy=False, detail="nothing deployed")
         inst = live[0]
-        url = self._url(inst)
-        try:
-            healthy = httpx.get(url + "/health", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            healthy = False
+        endpoint = Endpoint(self._url(inst), self.ctx.auth)
         tags = {t["Key"]: t["Value"] for t in inst.get("Tags", [])}
         detail = f"instance {inst['InstanceId']} ({inst['InstanceType']}, {inst['State']['Name']})"
-        return StageStatus(self.stage, self.kind, tags.get("slipway:release"), Endpoint(url), healthy, detail)
+        healthy = answers(endpoint, endpoint.routes.health, timeout_s=2)
+        return StageStatus(self.stage, self.kind, tags.get("slipway:release"), endpoint, healthy, detail)
 
     # --- helpers ----------------------------------------------------------------------------
 
@@ -186,17 +205,18 @@ class Ec2InstanceTarget:
         try:
             yield
         except (ClientError, BotoCoreError) as exc:
-            raise map_aws_error(exc, operation=operation, resource=resource) from exc
+            raise map_aws_error(exc, at=At(self.kind, operation, resource), codes=EC2_CODES) from exc
 
     def _tags(self, release: Release, role: str) -> list[Any]:
-        tags = {"Name": f"{self.name}-{release.id}", "slipway:model": self.ctx.model, "slipway:stage": self.stage.value,
+        tags = {"Name": f"{self.name}-{release.id}", "slipway:service": self.ctx.service,
+                "slipway:model": self.ctx.model, "slipway:stage": self.stage.value,
                 "slipway:release": release.id, "slipway:version": release.version, "slipway:image": str(release.image),
                 "slipway:sha256": release.package_sha256, "slipway:spec-hash": release.spec_hash,
                 "slipway:role": role}  # fmt: skip
         return [{"Key": k, "Value": v} for k, v in tags.items()]
 
     def _instances(self, role: str = "") -> list[Any]:
-        filters: list[Any] = [{"Name": "tag:slipway:model", "Values": [self.ctx.model]},
+        filters: list[Any] = [{"Name": "tag:slipway:service", "Values": [self.ctx.service]},
                               {"Name": "tag:slipway:stage", "Values": [self.stage.value]},
                               {"Name": "instance-state-name", "Values": _LIVE_STATES}]  # fmt: skip
         if role:
@@ -216,8 +236,10 @@ class Ec2InstanceTarget:
             return self.config.vpc_id
         vpcs = self.ec2.describe_vpcs(Filters=[{"Name": "isDefault", "Values": ["true"]}])["Vpcs"]
         if not vpcs:
-            raise ConfigError(f"[ec2 deploy {self.name}] the region {self.config.region} has no default VPC",
-                              hint="set vpc_id and subnet_id in the spec")  # fmt: skip
+            raise ConfigError(
+                f"the region {self.config.region} has no default VPC", at=At(self.kind, "deploy", self.name),
+                hint="set vpc_id and subnet_id in the spec",
+            )  # fmt: skip
         return vpcs[0]["VpcId"]
 
     def _groups(self) -> list[str]:
@@ -228,10 +250,10 @@ class Ec2InstanceTarget:
         existing = self._groups()
         if existing:
             return existing[0]
-        tags: list[Any] = [{"Key": "slipway:model", "Value": self.ctx.model},
+        tags: list[Any] = [{"Key": "slipway:service", "Value": self.ctx.service},
                            {"Key": "slipway:stage", "Value": self.stage.value}]  # fmt: skip
         group = self.ec2.create_security_group(
-            GroupName=self.name, Description=f"Slipway {self.ctx.model} {self.stage.value}: serving port only",
+            GroupName=self.name, Description=f"Slipway {self.ctx.service} {self.stage.value}: serving port only",
             VpcId=self._vpc(), TagSpecifications=[{"ResourceType": "security-group", "Tags": tags}],
         )["GroupId"]  # fmt: skip
         self.ec2.authorize_security_group_ingress(GroupId=group, IpPermissions=[{

@@ -1,18 +1,25 @@
 """``kind: kubernetes`` — any cluster reached through a kubeconfig and context.
 
-Each stage lives in its own namespace (``slipway-<stage>`` unless configured). Per release:
-a Deployment (image by digest, probes, limits, non-root, read-only root filesystem), a Secret with
-the API key, a PodDisruptionBudget and a HorizontalPodAutoscaler (newest autoscaling API served).
-Per stage: a Service named after the model whose annotation names the live release.
+Each stage lives in its own namespace (``slipway-<stage>`` unless configured). Per release: a
+Deployment (image by digest, probes, limits, non-root, read-only root filesystem) and a Secret with
+the API key; per live workload a PodDisruptionBudget and a HorizontalPodAutoscaler (newest
+autoscaling API served). Per stage: a Service named after the service, whose annotation names the
+live release.
 
 * **blue_green** — ``deploy`` creates the release's own Deployment beside the live one;
-  ``promote`` switches the Service selector to it once it is ready, then deletes the previous
-  release's objects.
-* **rolling** — one Deployment per stage, updated in place (``maxSurge 1, maxUnavailable 0``):
-  old pods serve until new ones are ready; ``discard`` restores the previous pod template.
+  ``shift`` puts both releases' pods behind the Service, the candidate scaled to the weight's
+  share of pods (a split of N live pods is in steps of 1/(N+c)); ``promote`` switches the Service
+  selector to the candidate alone once all its pods are ready, gives it its PDB and HPA, then
+  deletes the previous release's objects.
+* **rolling** — ``deploy`` creates a one-pod candidate Deployment (not behind the Service) that
+  proves the release starts and gets ready; ``promote`` then updates the stage's one Deployment in
+  place (``maxSurge 1, maxUnavailable 0``: old pods serve until new ones are ready) and, if the
+  update does not complete in time, restores the previous pod template before it raises. Nothing
+  of the live release changes before ``promote``.
 
 The stage is reached through 127.0.0.1 only: the target owns a local port forwarded over the API
-server to ready pods (``targets._k8s_forward``), closed by ``teardown`` or with the process.
+server to ready pods (``targets._k8s_forward``), closed by ``teardown`` or with the process; the
+endpoint's ``public_url`` is the Service's address inside the cluster.
 """
 
 from __future__ import annotations
@@ -25,28 +32,32 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from slipway.errors import ConfigError, TargetError
+from serving.contract import PORT
+from slipway.errors import At, ConfigError, TargetError
+from slipway.release import Endpoint, Release
 from slipway.spec import KubernetesTarget as KubernetesConfig
+from slipway.spec import Timeouts
 from targets import _k8s_objects as obj
 from targets._k8s_api import HPA_VERSIONS, PDB_VERSIONS, RawResource, calls, connect, served_version
 from targets._k8s_forward import Forwarder
 from targets._k8s_pods import diagnose, summary
-from targets.base import Capabilities, Deployment, Endpoint, Release, StageStatus, TargetContext, put_live
+from targets.base import IMAGE, Capabilities, Deployment, StageStatus, TargetContext, no_shift, put_live
 
 _LIVE = "slipway.io/release-id"
 
 
 class KubernetesClusterTarget:
     kind = "kubernetes"
-    capabilities = Capabilities(needs_image=True, zero_downtime_promotion=True)
 
     def __init__(self, config: KubernetesConfig, ctx: TargetContext) -> None:
         self.config = config
         self.ctx = ctx
         self.stage = ctx.stage
         self.namespace = config.namespace or f"slipway-{ctx.stage.value}"
-        self.service = obj.slug(ctx.model, 63)
+        self.service = obj.slug(ctx.service, 63)
         self.blue_green = config.strategy == "blue_green"
+        self.capabilities = Capabilities(artifacts=IMAGE, traffic_split=self.blue_green)
+        self.location = f"kubernetes {config.context or '(current context)'} namespace {self.namespace}"
         self._forwarders: dict[str, Forwarder] = {}  # "" is the stage's, else a candidate's release id
 
     # --- clients ----------------------------------------------------------------------------
@@ -76,98 +87,79 @@ class KubernetesClusterTarget:
     # --- lifecycle --------------------------------------------------------------------------
 
     def deploy(self, release: Release) -> Deployment:
-        if release.image is None:
-            raise ConfigError(
-                f"[kubernetes deploy {self.namespace}] release {release.id} has no image",
-                hint="the kubernetes target runs images: the pipeline builds and pushes one first",
-            )
+        """The release's own Deployment: all its pods (blue/green), or one candidate pod (rolling)."""
+        release.require_image()
         n = self._names(release)
-        handle = {"namespace": self.namespace, "workload": n.workload, "secret": n.secret}
+        role = obj.SERVING if self.blue_green else obj.CANDIDATE
         with calls("deploy", f"{self.namespace}/{n.workload}"):
             self._ensure_namespace()
             key = self.ctx.key_for_deploy()
             self._apply_secret(obj.secret(n, key.get_secret_value() if key else None))
-            manifest = obj.deployment(n, self.config, key is not None)
-            if self.blue_green:
-                self._apply_deployment(manifest)
-            else:
-                handle["previous"] = self._roll(manifest)
-            self.pdbs.apply(self.namespace, obj.pdb(n))
-            self.hpas.apply(self.namespace, obj.hpa(n, self.config, self.hpas.group_version))
-        forwarder = self._forwarder(release.id if self.blue_green else "", n.pod_selector)
-        return Deployment(release, self.stage, Endpoint(forwarder.url, self.ctx.requires_auth), handle)
+            self._apply_deployment(obj.deployment(
+                n, self.config, key is not None, name=n.workload, role=role, selector=n.release_selector(role),
+                replicas=self.config.replicas if self.blue_green else 1,
+            ))  # fmt: skip
+        forwarder = self._forwarder(release.id, lambda: n.release_selector(role))
+        handle = {"namespace": self.namespace, "workload": n.workload, "secret": n.secret}
+        return Deployment(release, self.stage, Endpoint(forwarder.url, self.ctx.auth), handle)
 
     def wait_ready(self, deployment: Deployment, timeout_s: float) -> Deployment:
         n = self._names(deployment.release)
-        selector = ",".join(f"{k}={v}" for k, v in {**n.pod_selector(), obj.RELEASE: n.release_label}.items())
-        deadline = time.monotonic() + timeout_s
-        rid = deployment.release.id
-        while True:
-            with calls("wait_ready", f"{self.namespace}/{n.workload}"):
-                d = self.apps.read_namespaced_deployment(n.workload, self.namespace)
-                if _rolled_out(d):
-                    return deployment
-                failure = diagnose(self.core, self.namespace, selector)
-                if failure is None and time.monotonic() > deadline:
-                    pods = summary(self.core, self.namespace, selector)
-                    raise TargetError(
-                        f"release {rid} was not ready after {timeout_s:.0f} s:\n{pods}", target=self.kind,
-                        operation="wait_ready", resource=f"{self.namespace}/{n.workload}",
-                        hint="raise ready_timeout_s if the model loads slowly; "
-                        f"kubectl -n {self.namespace} describe pods -l {selector}",
-                    )  # fmt: skip
-            if failure is not None:
-                raise TargetError(
-                    f"release {rid} cannot become ready: {failure}", target=self.kind, operation="wait_ready",
-                    resource=f"{self.namespace}/{n.workload}", hint=failure.hint,
-                )  # fmt: skip
-            time.sleep(0.5)
+        role = obj.SERVING if self.blue_green else obj.CANDIDATE
+        self._wait_rolled_out(deployment.release.id, n.workload, n.release_selector(role), timeout_s, "wait_ready")
+        return deployment
 
-    def promote(self, deployment: Deployment) -> Deployment:
+    def shift(self, deployment: Deployment, weight: float) -> None:
+        """Blue/green: the Service selects both releases' pods, the candidate scaled to ``weight``'s share."""
+        if not self.blue_green:
+            raise no_shift(self)
+        if not 0 <= weight <= 1:
+            raise ConfigError(f"a traffic weight is between 0 and 1, not {weight}", at=self._at("shift"))
         n = self._names(deployment.release)
-        with calls("promote", f"{self.namespace}/service/{self.service}"):
-            manifest = obj.service(n, self.service)
-            try:
-                self.core.create_namespaced_service(self.namespace, manifest)
-            except ApiException as exc:
-                if exc.status != 409:
-                    raise
-                self.core.patch_namespaced_service(self.service, self.namespace, {
-                    "metadata": {"labels": manifest["metadata"]["labels"],
-                                 "annotations": manifest["metadata"]["annotations"]},
-                    "spec": {"selector": manifest["spec"]["selector"]},
-                })  # fmt: skip
-            if self._forwarders.get(""):
-                self._forwarders[""].refresh()
-            self._retire(keep_workload=n.workload, keep_secret=n.secret)
-        for rid in [r for r in self._forwarders if r not in ("", deployment.release.id)]:
+        live = self._live_release()
+        if live is None or live == deployment.release.id:
+            raise ConfigError(f"nothing else is live on {self.stage.value} to split traffic with",
+                              at=self._at("shift"), hint="promote the first release all at once")  # fmt: skip
+        with calls("shift", f"{self.namespace}/service/{self.service}"):
+            if weight == 0:
+                self._select(self._live_selector(live))
+                self.ctx.progress(f"{self.stage.value}: all traffic to release {live}")
+                return
+            pods = self._live_pods(live)
+            candidate = pods if weight == 1 else max(1, round(pods * weight / (1 - weight)))
+            self.apps.patch_namespaced_deployment_scale(n.workload, self.namespace, {"spec": {"replicas": candidate}})
+            self._wait_rolled_out(deployment.release.id, n.workload, n.release_selector(), self.config.ready_timeout_s,
+                                  "shift")  # fmt: skip
+            self._select(n.release_selector() if weight == 1 else n.serving_selector())
+        share = 1.0 if weight == 1 else candidate / (candidate + pods)
+        self.ctx.progress(f"{self.stage.value}: {share:.0%} of pods ({candidate} of {candidate + pods}) serve release "
+                          f"{deployment.release.id}")  # fmt: skip
+
+    def promote(self, deployment: Deployment, timeout_s: float) -> Deployment:
+        n = self._names(deployment.release)
+        if self.blue_green:
+            self._promote_blue_green(n, timeout_s)
+        else:
+            self._promote_rolling(n, timeout_s)
+        for rid in [r for r in self._forwarders if r != ""]:
             self._forwarders.pop(rid).close()
         return Deployment(deployment.release, self.stage, self._stable(), deployment.handle)
 
     def discard(self, deployment: Deployment) -> None:
         n = self._names(deployment.release)
         live = self._live_release()
+        if live == deployment.release.id:
+            return  # it went live: not a candidate any more
         with calls("discard", f"{self.namespace}/{n.workload}"):
-            previous = deployment.handle.get("previous", "")
-            if previous:  # rolling: back to the pod template that served before
-                d = self.apps.read_namespaced_deployment(n.workload, self.namespace)
-                body = self.api.sanitize_for_serialization(d)
-                body["spec"]["template"] = json.loads(previous)
-                self.apps.replace_namespaced_deployment(n.workload, self.namespace, body)
-            elif live != deployment.release.id:
-                self._delete_workload(n.workload)
-            if live != deployment.release.id:
-                self._delete(self.core.delete_namespaced_secret, n.secret)
-        if self.blue_green and live != deployment.release.id and deployment.release.id in self._forwarders:
+            if live is not None and self.blue_green and self._service_selector() != self._live_selector(live):
+                self._select(self._live_selector(live))  # a split: all traffic back to the live release
+            self._delete_workload(n.workload)
+            self._delete(self.core.delete_namespaced_secret, n.secret)
+        if deployment.release.id in self._forwarders:
             self._forwarders.pop(deployment.release.id).close()
 
-    def rollback(self, release: Release, timeout_s: float) -> Deployment:
-        if release.image is None:
-            raise ConfigError(
-                f"[kubernetes rollback {self.namespace}] release {release.id} has no image in the ledger",
-                hint="deploy that model version again instead (slipway deploy)",
-            )
-        return put_live(self, release, timeout_s)
+    def rollback(self, release: Release, timeouts: Timeouts) -> Deployment:
+        return put_live(self, release, timeouts)
 
     def endpoint(self) -> Endpoint | None:
         return self._stable() if self._live_release() else None
@@ -176,7 +168,7 @@ class KubernetesClusterTarget:
         for forwarder in self._forwarders.values():
             forwarder.close()
         self._forwarders.clear()
-        selector = obj.stage_selector(self.ctx.model)
+        selector = obj.stage_selector(self.ctx.service)
         with calls("teardown", self.namespace):
             try:
                 self.core.read_namespace(self.namespace)
@@ -194,9 +186,10 @@ class KubernetesClusterTarget:
             return StageStatus(self.stage, self.kind, None, None, healthy=False, detail="nothing deployed")
         with calls("describe", self.namespace):
             deps = self.apps.list_namespaced_deployment(
-                self.namespace, label_selector=obj.stage_selector(self.ctx.model)
+                self.namespace, label_selector=obj.stage_selector(self.ctx.service)
             ).items
-        d = next((d for d in deps if (d.metadata.annotations or {}).get(_LIVE) == live), None)
+        d = next((d for d in deps if (d.metadata.annotations or {}).get(_LIVE) == live
+                  and (d.metadata.labels or {}).get(obj.ROLE) == obj.SERVING), None)  # fmt: skip
         if d is None:
             return StageStatus(self.stage, self.kind, live, self._stable(), False, "the live Deployment is gone")
         available = d.status.available_replicas or 0
@@ -205,21 +198,92 @@ class KubernetesClusterTarget:
             f"namespace {self.namespace}, deployment {d.metadata.name}: {available}/{d.spec.replicas} available, "
             f"version {version}, strategy {self.config.strategy}"
         )
+        if self.blue_green and self._service_selector() not in (None, self._live_selector(live)):
+            detail += "; traffic split with a candidate"
         return StageStatus(self.stage, self.kind, live, self._stable(), available > 0, detail)
+
+    # --- promotion --------------------------------------------------------------------------
+
+    def _promote_blue_green(self, n: obj.Names, timeout_s: float) -> None:
+        """All of the candidate's pods ready, the Service switched to them, its PDB and HPA, the rest retired."""
+        with calls("promote", f"{self.namespace}/{n.workload}"):
+            self.apps.patch_namespaced_deployment_scale(
+                n.workload, self.namespace, {"spec": {"replicas": self.config.replicas}}
+            )  # a shift may have scaled it down
+        self._wait_rolled_out(n.release.id, n.workload, n.release_selector(), timeout_s, "promote")
+        with calls("promote", f"{self.namespace}/service/{self.service}"):
+            self._apply_service(n, n.release_selector())
+            self._autoscale(n, n.workload, n.release_selector())
+            self._retire(keep_workload=n.workload, keep_secret=n.secret)
+        self.ctx.progress(f"{self.stage.value}: the Service serves release {n.release.id}")
+
+    def _promote_rolling(self, n: obj.Names, timeout_s: float) -> None:
+        """The stage's Deployment updated in place; restored to its previous template if the update fails."""
+        key = self.ctx.key_for_deploy()
+        stage = obj.deployment(
+            n, self.config, key is not None, name=n.stage_workload, replicas=self.config.replicas,
+            role=obj.SERVING, selector=n.serving_selector(),
+        )  # fmt: skip
+        with calls("promote", f"{self.namespace}/{n.stage_workload}"):
+            previous = self._roll(stage)
+        self.ctx.progress(f"{self.stage.value}: rolling update of {n.stage_workload} to release {n.release.id}")
+        try:
+            self._wait_rolled_out(n.release.id, n.stage_workload, n.serving_selector(), timeout_s, "promote")
+        except BaseException:
+            with calls("promote", f"{self.namespace}/{n.stage_workload}"):
+                if previous is None:  # nothing served before: nothing to keep
+                    self._delete_workload(n.stage_workload)
+                else:  # back to the pod template (and release) that served before
+                    self.apps.replace_namespaced_deployment(n.stage_workload, self.namespace, previous)
+            self.ctx.progress(f"{self.stage.value}: the rolling update did not complete; the stage is as it was")
+            raise
+        with calls("promote", f"{self.namespace}/{n.stage_workload}"):
+            self._apply_service(n, n.serving_selector())
+            self._autoscale(n, n.stage_workload, n.serving_selector())
+            self._retire(keep_workload=n.stage_workload, keep_secret=n.secret)
+        self.ctx.progress(f"{self.stage.value}: {n.stage_workload} serves release {n.release.id}")
+
+    def _wait_rolled_out(
+        self, release_id: str, workload: str, selector: dict[str, str], timeout_s: float, operation: str
+    ) -> None:
+        """Until every pod of ``workload`` runs its current template and is available, or raise why not."""
+        pods = ",".join(f"{k}={v}" for k, v in {**selector, obj.RELEASE: obj.label_value(release_id)}.items())
+        resource = f"{self.namespace}/{workload}"
+        deadline = time.monotonic() + timeout_s
+        while True:
+            with calls(operation, resource):
+                d = self.apps.read_namespaced_deployment(workload, self.namespace)
+                if _rolled_out(d):
+                    return
+                failure = diagnose(self.core, self.namespace, pods)
+                if failure is None and time.monotonic() > deadline:
+                    raise TargetError(
+                        f"release {release_id} was not ready after {timeout_s:.0f} s:\n"
+                        f"{summary(self.core, self.namespace, pods)}", at=At(self.kind, operation, resource),
+                        hint=f"raise {self.stage.value}.ready_timeout_s (or promote_timeout_s) if the model loads "
+                        f"slowly; kubectl -n {self.namespace} describe pods -l {pods}",
+                    )  # fmt: skip
+            if failure is not None:
+                raise TargetError(f"release {release_id} cannot become ready: {failure}",
+                                  at=At(self.kind, operation, resource), hint=failure.hint)  # fmt: skip
+            time.sleep(0.5)
 
     # --- helpers ----------------------------------------------------------------------------
 
+    def _at(self, operation: str) -> At:
+        return At(self.kind, operation, f"{self.namespace}/{self.service}")
+
     def _names(self, release: Release) -> obj.Names:
-        return obj.Names(self.ctx.model, self.stage.value, release, self.blue_green)
+        return obj.Names(self.ctx.service, self.ctx.model, self.stage.value, release)
 
     def _stable(self) -> Endpoint:
-        served_at = f"service {self.ctx.model} in namespace {self.namespace}, port 80"
-        return Endpoint(self._forwarder("", self._service_selector).url, self.ctx.requires_auth, served_at)
+        public = f"http://{self.service}.{self.namespace}.svc.cluster.local"
+        return Endpoint(self._forwarder("", self._service_selector).url, self.ctx.auth, public_url=public)
 
     def _forwarder(self, key: str, selector: Any) -> Forwarder:
         if key not in self._forwarders:
             port = self.config.local_port if key == "" else 0
-            self._forwarders[key] = Forwarder(self.api, self.namespace, selector, obj.SERVER_PORT, port)
+            self._forwarders[key] = Forwarder(self.api, self.namespace, selector, PORT, port)
         return self._forwarders[key]
 
     def _service(self) -> client.V1Service | None:
@@ -239,6 +303,44 @@ class KubernetesClusterTarget:
     def _live_release(self) -> str | None:
         svc = self._service()
         return (svc.metadata.annotations or {}).get(_LIVE) if svc else None
+
+    def _live_selector(self, live: str) -> dict[str, str]:
+        """The Service selector while ``live`` alone takes the traffic."""
+        return (
+            obj.release_selector(self.ctx.service, live) if self.blue_green else obj.serving_selector(self.ctx.service)
+        )
+
+    def _live_pods(self, live: str) -> int:
+        selector = ",".join(f"{k}={v}" for k, v in self._live_selector(live).items())
+        return sum(
+            d.spec.replicas or 0
+            for d in self.apps.list_namespaced_deployment(self.namespace, label_selector=selector).items
+        )
+
+    def _select(self, selector: dict[str, str]) -> None:
+        patch = _replacing(self._service_selector() or {}, selector)
+        self.core.patch_namespaced_service(self.service, self.namespace, {"spec": {"selector": patch}})
+        if self._forwarders.get(""):
+            self._forwarders[""].refresh()
+
+    def _apply_service(self, n: obj.Names, selector: dict[str, str]) -> None:
+        manifest = obj.service(n, self.service, selector)
+        try:
+            self.core.create_namespaced_service(self.namespace, manifest)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+            self.core.patch_namespaced_service(self.service, self.namespace, {
+                "metadata": {"labels": manifest["metadata"]["labels"],
+                             "annotations": manifest["metadata"]["annotations"]},
+                "spec": {"selector": _replacing(self._service_selector() or {}, selector)},
+            })  # fmt: skip
+        if self._forwarders.get(""):
+            self._forwarders[""].refresh()
+
+    def _autoscale(self, n: obj.Names, workload: str, selector: dict[str, str]) -> None:
+        self.pdbs.apply(self.namespace, obj.pdb(n, workload, selector))
+        self.hpas.apply(self.namespace, obj.hpa(n, workload, self.config, self.hpas.group_version))
 
     def _ensure_namespace(self) -> None:
         try:
@@ -271,8 +373,9 @@ class KubernetesClusterTarget:
             body["metadata"]["resourceVersion"] = current.metadata.resource_version
             self.apps.replace_namespaced_deployment(name, self.namespace, body)
 
-    def _roll(self, body: dict[str, Any]) -> str:
-        """Rolling: update the stage's Deployment in place; returns the previous pod template (JSON)."""
+    def _roll(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        """Rolling: update the stage's Deployment in place. Returns what restores it (its previous
+        labels, annotations and pod template, on top of the updated object), or None if it was created."""
         name = body["metadata"]["name"]
         try:
             current = self.apps.read_namespaced_deployment(name, self.namespace)
@@ -280,14 +383,22 @@ class KubernetesClusterTarget:
             if exc.status != 404:
                 raise
             self.apps.create_namespaced_deployment(self.namespace, body)
-            return ""
-        previous = json.dumps(self.api.sanitize_for_serialization(current.spec.template))
+            return None
+        before = self.api.sanitize_for_serialization(current)
         body["metadata"]["resourceVersion"] = current.metadata.resource_version
-        self.apps.replace_namespaced_deployment(name, self.namespace, body)
-        return previous
+        body["spec"]["replicas"] = current.spec.replicas  # the autoscaler's count stays
+        updated = self.api.sanitize_for_serialization(
+            self.apps.replace_namespaced_deployment(name, self.namespace, body)
+        )
+        restore = json.loads(json.dumps(updated))
+        restore["metadata"]["labels"] = before["metadata"].get("labels", {})
+        restore["metadata"]["annotations"] = before["metadata"].get("annotations", {})
+        restore["spec"]["template"] = before["spec"]["template"]
+        restore["metadata"].pop("resourceVersion", None)  # replace the latest: the controller updated status
+        return dict(restore)
 
     def _retire(self, keep_workload: str | None, keep_secret: str | None) -> None:
-        selector = obj.stage_selector(self.ctx.model)
+        selector = obj.stage_selector(self.ctx.service)
         for d in self.apps.list_namespaced_deployment(self.namespace, label_selector=selector).items:
             if d.metadata.name != keep_workload:
                 self._delete_workload(d.metadata.name)
@@ -310,6 +421,12 @@ class KubernetesClusterTarget:
         except ApiException as exc:
             if exc.status != 404:
                 raise
+
+
+def _replacing(current: dict[str, str], wanted: dict[str, str]) -> dict[str, str | None]:
+    """A strategic-merge patch of a map that makes it ``wanted``: merging keeps keys it does not name,
+    so those are named with null (deleted)."""
+    return {**dict.fromkeys(current), **wanted}
 
 
 def _rolled_out(d: client.V1Deployment) -> bool:

@@ -2,7 +2,7 @@
 
 Each stage serves on its own port on 127.0.0.1. A process is started in its own session, so it
 outlives the CLI or flow run that started it; it is tracked through files under
-``<state_dir>/local/<model>/<stage>/``:
+``<state_dir>/local/<service>/<stage>/``:
 
     live.json             the live deployment: release id, pid, port, control port, package
     <release>.ready       written by the server once its model is loaded and its sockets listen
@@ -26,38 +26,29 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psutil
 
-from slipway.errors import ConfigError, TargetError
+from serving.contract import EXIT_CONFIG, exit_reason
+from slipway.errors import At, ConfigError, TargetError
+from slipway.http import answers
+from slipway.release import Endpoint, Release
 from slipway.spec import LocalTarget as LocalConfig
-from targets.base import (
-    Capabilities,
-    Deployment,
-    Endpoint,
-    Release,
-    StageStatus,
-    TargetContext,
-    put_live,
-)
+from slipway.spec import Timeouts
+from targets.base import PACKAGE, Capabilities, Deployment, StageStatus, TargetContext, no_shift, put_live
 
-_EXIT_REASONS = {
-    2: "the server refused to start without an API key",
-    3: "the package failed its start-up check (artifact checksum or golden samples)",
-    4: "the server could not bind its port",
-}
 _STOP_GRACE_S = 10.0
 
 
 class LocalProcessTarget:
     kind = "local"
-    capabilities = Capabilities(needs_image=False, zero_downtime_promotion=True)
+    capabilities = Capabilities(artifacts=PACKAGE)
 
     def __init__(self, config: LocalConfig, ctx: TargetContext) -> None:
         self.config = config
         self.ctx = ctx
         self.stage = ctx.stage
-        self.dir = ctx.state_dir / "local" / ctx.model / ctx.stage.value
+        self.location = f"local 127.0.0.1:{config.port}"
+        self.dir = ctx.state_dir / "local" / ctx.service / ctx.stage.value
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -95,7 +86,7 @@ class LocalProcessTarget:
         return Deployment(
             release=release,
             stage=self.stage,
-            endpoint=Endpoint(self._stable_url(), requires_auth=self.ctx.requires_auth),
+            endpoint=self._endpoint(),
             handle={"pid": str(proc.pid), "ready_file": str(ready_file), "log": str(log_path)},
         )
 
@@ -108,20 +99,17 @@ class LocalProcessTarget:
             code = _exit_code(pid)
             if code is not None:
                 raise self._error(
-                    f"release {deployment.release.id} exited at start ({_EXIT_REASONS.get(code, f'exit code {code}')}):"
-                    f"\n{_tail(log)}",
+                    f"release {deployment.release.id} exited at start ({exit_reason(code)}):\n{_tail(log)}",
                     "wait_ready",
                     hint=f"read {log}; fix the cause and deploy again",
-                    config=code == 2,
+                    config=code == EXIT_CONFIG,
                 )
             if ready_file.exists():
                 info = json.loads(ready_file.read_text())
-                control = f"http://127.0.0.1:{info['control_port']}"
-                if _answers(control + "/ready"):
+                control = Endpoint(f"http://127.0.0.1:{info['control_port']}", self.ctx.auth)
+                if answers(control, control.routes.ready):
                     handle = {**deployment.handle, "control_port": str(info["control_port"])}
-                    return Deployment(
-                        deployment.release, self.stage, Endpoint(control, deployment.endpoint.requires_auth), handle
-                    )
+                    return Deployment(deployment.release, self.stage, control, handle)
             time.sleep(0.1)
         raise self._error(
             f"release {deployment.release.id} was not ready after {timeout_s:.0f} s:\n{_tail(log)}",
@@ -129,7 +117,11 @@ class LocalProcessTarget:
             hint=f"read {log}; raise {self.stage.value}.ready_timeout_s in the spec if the model loads slowly",
         )
 
-    def promote(self, deployment: Deployment) -> Deployment:
+    def shift(self, deployment: Deployment, weight: float) -> None:
+        raise no_shift(self)
+
+    def promote(self, deployment: Deployment, timeout_s: float) -> Deployment:
+        """Instant: the candidate already shares the port; the live file names it, the old process stops."""
         live = {
             "release_id": deployment.release.id,
             "pid": int(deployment.handle["pid"]),
@@ -145,10 +137,13 @@ class LocalProcessTarget:
         return Deployment(deployment.release, self.stage, self._endpoint(), deployment.handle)
 
     def discard(self, deployment: Deployment) -> None:
+        live = self._live()
+        if live and live["pid"] == int(deployment.handle["pid"]):
+            return  # it went live: not a candidate any more
         _stop(int(deployment.handle["pid"]), self.config.port)
         Path(deployment.handle["ready_file"]).unlink(missing_ok=True)
 
-    def rollback(self, release: Release, timeout_s: float) -> Deployment:
+    def rollback(self, release: Release, timeouts: Timeouts) -> Deployment:
         if not (release.package_dir / "package.json").exists():
             raise self._error(
                 f"the package of release {release.id} is gone from {release.package_dir}",
@@ -156,7 +151,7 @@ class LocalProcessTarget:
                 hint="deploy that model version again instead (slipway deploy)",
                 config=True,
             )
-        return put_live(self, release, timeout_s)
+        return put_live(self, release, timeouts)
 
     def endpoint(self) -> Endpoint | None:
         return self._endpoint() if self._live() else None
@@ -172,7 +167,7 @@ class LocalProcessTarget:
         if not live:
             return StageStatus(self.stage, self.kind, None, None, healthy=False, detail="nothing deployed")
         alive = _is_our_server(live["pid"], self.config.port)
-        healthy = alive and _answers(self._stable_url() + "/health")
+        healthy = alive and answers(self._endpoint(), self._endpoint().routes.health)
         detail = f"pid {live['pid']}, version {live['version']}, since {live['since']}"
         if not alive:
             detail = f"process {live['pid']} is gone: redeploy or roll back"
@@ -183,11 +178,8 @@ class LocalProcessTarget:
 
     # --- helpers ----------------------------------------------------------------------------
 
-    def _stable_url(self) -> str:
-        return f"http://127.0.0.1:{self.config.port}"
-
     def _endpoint(self) -> Endpoint:
-        return Endpoint(self._stable_url(), requires_auth=self.ctx.requires_auth)
+        return Endpoint(f"http://127.0.0.1:{self.config.port}", self.ctx.auth)
 
     def _live(self) -> dict[str, Any] | None:
         try:
@@ -229,9 +221,8 @@ class LocalProcessTarget:
             )
 
     def _error(self, message: str, operation: str, *, hint: str, config: bool = False) -> Exception:
-        if config:
-            return ConfigError(f"[local {operation} {self.stage.value}] {message}", hint=hint)
-        return TargetError(message, target=self.kind, operation=operation, resource=self.stage.value, hint=hint)
+        at = At(self.kind, operation, self.stage.value)
+        return ConfigError(message, at=at, hint=hint) if config else TargetError(message, at=at, hint=hint)
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
@@ -284,13 +275,6 @@ def _stop(pid: int, port: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, 0)
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=1.0).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def _owner(port: int) -> str:

@@ -21,7 +21,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from slipway.errors import TargetError
+from slipway.errors import At, ImageError
 
 Log = Callable[[str], None]
 
@@ -88,9 +88,9 @@ def prepare_wheels(cache: Path, reqs: str, log: Log) -> Path:
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         tail = "\n".join(f"  | {line}" for line in proc.stderr.strip().splitlines()[-15:])
-        raise TargetError(
+        raise ImageError(
             f"pip download of the dependency wheels failed (exit {proc.returncode}):\n{tail}",
-            target="image", operation="build", resource="wheels",
+            at=At("image", "build", "wheels"),
             hint="check the package index configuration of this machine (pip config list)",
         )  # fmt: skip
     done.write_text(reqs)
@@ -122,11 +122,11 @@ def run_build(chunks: Iterable[Mapping[str, Any]], log: Log, *, resource: str) -
             detail = chunk.get("errorDetail") or {}
             message = detail.get("message") or chunk.get("error", "unknown error")
             tail = "\n".join(f"  | {line}" for line in output[-25:])
-            raise TargetError(
+            raise ImageError(
                 f"the build failed at {step or 'its start'}: {message}" + (f"\n{tail}" if tail else ""),
-                target="image", operation="build", resource=resource,
+                at=At("image", "build", resource),
                 hint="the output of the failing step is above; fix it and release again",
             )  # fmt: skip
     if not image_id:
-        raise TargetError("the build ended without an image id", target="image", operation="build", resource=resource)
+        raise ImageError("the build ended without an image id", at=At("image", "build", resource))
     return image_id

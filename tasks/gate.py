@@ -7,7 +7,8 @@ this process with gevent):
   load   ``LoadUser`` (``FastHttpUser``, no think time) with the spec's users, spawn rate,
          duration and ``--processes``
 
-Figures are Locust's own final stats, written by load_tests/predict.py as Locust exits (its CSV,
+Both get the endpoint (its URL, authentication, headers and routes) and the key through
+``gate_env``. Figures are Locust's own final stats, written by load_tests/predict.py as Locust exits (its CSV,
 kept for people, is rewritten once a second and misses the end of a run). The gate also measures
 its own CPU (from the kernel's accounting of the Locust processes): a load generator near 100 % of
 its cores measures itself, not the server, and the report says so. It measures how busy the whole machine was as well:
@@ -33,8 +34,9 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NONE
 from pydantic import SecretStr
 
-from slipway.errors import GateFailed, TargetError
-from slipway.spec import GateSettings, Slo
+from slipway.errors import At, GateError, GateFailed
+from slipway.release import Endpoint
+from slipway.spec import GateSettings, LoadProfile, Slo
 from targets.base import Deployment
 
 LOCUSTFILE = Path(__file__).resolve().parent.parent / "load_tests" / "predict.py"
@@ -50,100 +52,123 @@ class Check:
 
 
 @dataclass(frozen=True)
-class GateReport:
-    release_id: str
-    smoke_failures: list[str]
+class LoadResult:
+    """What the load phase measured: Locust's final figures, and how busy the gate and the machine were."""
+
     requests: int
     failures: int
     rps: float
     p50_ms: float
     p95_ms: float
     p99_ms: float
-    error_rate: float
     gate_cpu_pct: float  # of the cores given to Locust (one per process)
     machine_busy_pct: float  # of all this machine's cores, during the load phase
-    processes: int
-    users: int
-    duration_s: float
+
+    @property
+    def error_rate(self) -> float:
+        return self.failures / self.requests if self.requests else 1.0
+
+
+@dataclass(frozen=True)
+class GateReport:
+    release_id: str
+    profile: LoadProfile
+    smoke_failures: list[str]
+    load: LoadResult | None  # None when the smoke phase failed: the load phase is skipped
     checks: list[Check] = field(default_factory=list)
     html_report: str = ""
 
     @property
     def passed(self) -> bool:
-        return not self.smoke_failures and all(c.ok for c in self.checks)
+        return self.load is not None and not self.smoke_failures and all(c.ok for c in self.checks)
 
     @property
     def violations(self) -> list[str]:
         out = [f"smoke: {f}" for f in self.smoke_failures]
         out += [f"{c.name}: {c.actual} (limit {c.limit})" for c in self.checks if not c.ok]
-        if out and self.saturated:
+        if out and self.saturated and self.load:
             out.append(
-                f"note: the gate's own CPU was {self.gate_cpu_pct:.0f}% of {self.processes} core(s): "
+                f"note: the gate's own CPU was {self.load.gate_cpu_pct:.0f}% of {self.profile.processes} core(s): "
                 "it measured itself; raise gate.load.processes"
             )
-        elif out and self.machine_saturated:
+        elif out and self.machine_saturated and self.load:
             out.append(
-                f"note: this machine's CPUs were {self.machine_busy_pct:.0f}% busy during the load phase (Locust, "
+                f"note: this machine's CPUs were {self.load.machine_busy_pct:.0f}% busy during the load phase (Locust, "
                 "the server if it runs here, anything else): the figures may be the machine's limit, not the release's"
             )
         return out
 
     @property
     def saturated(self) -> bool:
-        return self.gate_cpu_pct >= SATURATED_CPU_PCT
+        return self.load is not None and self.load.gate_cpu_pct >= SATURATED_CPU_PCT
 
     @property
     def machine_saturated(self) -> bool:
-        return self.machine_busy_pct >= SATURATED_CPU_PCT
+        return self.load is not None and self.load.machine_busy_pct >= SATURATED_CPU_PCT
 
     def figures(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if k not in ("checks",)} | {
-            "passed": self.passed,
-            "checks": [asdict(c) for c in self.checks],
-        }
+        """The report as the ledger keeps it: one flat record."""
+        load = self.load or LoadResult(0, 0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+        return {
+            "release_id": self.release_id, "smoke_failures": self.smoke_failures, **asdict(load),
+            "error_rate": load.error_rate, "processes": self.profile.processes, "users": self.profile.users,
+            "duration_s": self.profile.duration_s if self.load else 0.0, "html_report": self.html_report,
+            "passed": self.passed, "checks": [asdict(c) for c in self.checks],
+        }  # fmt: skip
 
     def to_markdown(self) -> str:
         rows = [f"| {c.name} | {c.actual} | {c.limit} | {'pass' if c.ok else '**FAIL**'} |" for c in self.checks]
         smoke = "pass" if not self.smoke_failures else "**FAIL**: " + "; ".join(self.smoke_failures)
+        lines = [
+            f"### Gate of release `{self.release_id}`: {'passed' if self.passed else 'FAILED'}",
+            "",
+            f"Smoke (golden samples): {smoke}",
+        ]
+        if self.load is None:
+            return "\n".join([*lines, "", "The load phase was skipped: the smoke phase failed."])
+        load, profile = self.load, self.profile
         return "\n".join(
             [
-                f"### Gate of release `{self.release_id}`: {'passed' if self.passed else 'FAILED'}",
-                "",
-                f"Smoke (golden samples): {smoke}",
+                *lines,
                 "",
                 "| check | measured | limit | result |",
                 "|---|---|---|---|",
                 *rows,
                 "",
-                f"{self.requests} requests, {self.failures} failed, {self.users} users for {self.duration_s:.0f} s; "
-                f"p50 {self.p50_ms:.1f} ms; gate CPU {self.gate_cpu_pct:.0f}% of {self.processes} core(s), "
-                f"machine {self.machine_busy_pct:.0f}% busy"
+                f"{load.requests} requests, {load.failures} failed, {profile.users} users for "
+                f"{profile.duration_s:.0f} s; p50 {load.p50_ms:.1f} ms; gate CPU {load.gate_cpu_pct:.0f}% of "
+                f"{profile.processes} core(s), machine {load.machine_busy_pct:.0f}% busy"
                 + (" — **saturated: figures bounded by the load generator**" if self.saturated else "")
                 + (" — **machine saturated**" if self.machine_saturated and not self.saturated else ""),
             ]
         )
 
 
+def gate_env(endpoint: Endpoint, package_dir: Path, api_key: SecretStr | None, batch_size: int = 1) -> dict[str, str]:
+    """The environment of a Locust process of the gate (load_tests/predict.py reads it): the endpoint,
+    the package's golden samples, the batch size and the key; no other copy of the key."""
+    env = {k: v for k, v in os.environ.items() if k != "SLIPWAY_API_KEY"}
+    env |= {"SLIPWAY_GATE_ENDPOINT": endpoint.to_json(), "SLIPWAY_GATE_PACKAGE": str(package_dir),
+            "SLIPWAY_GATE_BATCH": str(batch_size)}  # fmt: skip
+    if api_key is not None:
+        env["SLIPWAY_API_KEY"] = api_key.get_secret_value()
+    return env
+
+
 def run_gate(
     deployment: Deployment, package_dir: Path, gate: GateSettings, api_key: SecretStr | None, report_dir: Path
 ) -> GateReport:
-    """Run smoke then load against ``deployment``; return the report (``check`` raises on failure)."""
+    """Run smoke then load against ``deployment``'s endpoint; return the report, judged by the SLOs."""
     report_dir.mkdir(parents=True, exist_ok=True)
-    env = {k: v for k, v in os.environ.items() if k != "SLIPWAY_API_KEY"}
-    env |= {"SLIPWAY_GATE_PACKAGE": str(package_dir), "SLIPWAY_GATE_BATCH": str(gate.load.batch_size)}
-    if api_key is not None:
-        env["SLIPWAY_API_KEY"] = api_key.get_secret_value()
-    url = deployment.endpoint.url
-    smoke_failures: list[str] = []
-    load = gate.load
+    endpoint, load = deployment.endpoint, gate.load
+    env = gate_env(endpoint, package_dir, api_key, load.batch_size)
     if gate.smoke:
-        smoke_failures = run_smoke(url, env, report_dir)
+        smoke_failures = run_smoke(endpoint.url, env, report_dir)
         if smoke_failures:  # wrong answers fail the gate whatever the load figures: skip the load phase
-            return GateReport(deployment.release.id, smoke_failures, 0, 0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0,
-                              load.processes, load.users, 0.0)  # fmt: skip
+            return GateReport(deployment.release.id, load, smoke_failures, None)
     busy_before = _machine_busy_s()
     cpu_s, wall_s = _locust(
-        url,
+        endpoint.url,
         "LoadUser",
         ["-u", str(load.users), "-r", str(load.spawn_rate), "-t", f"{load.duration_s:g}s",
          *_processes(load.processes), "--html", str(report_dir / "locust.html")],
@@ -151,46 +176,39 @@ def run_gate(
         report_dir / "load",
     )  # fmt: skip
     figures = load_figures(report_dir / "load.json")
-    requests, failures = figures.requests, figures.failures
-    report = GateReport(
-        release_id=deployment.release.id,
-        smoke_failures=smoke_failures,
-        requests=requests,
-        failures=failures,
+    measured = LoadResult(
+        requests=figures.requests,
+        failures=figures.failures,
         rps=figures.rps,
         p50_ms=figures.percentile(0.50),
         p95_ms=figures.percentile(0.95),
         p99_ms=figures.percentile(0.99),
-        error_rate=failures / requests if requests else 1.0,
         gate_cpu_pct=100.0 * cpu_s / wall_s / load.processes if wall_s else 0.0,
         machine_busy_pct=100.0 * (_machine_busy_s() - busy_before) / wall_s / (os.cpu_count() or 1) if wall_s else 0.0,
-        processes=load.processes,
-        users=load.users,
-        duration_s=load.duration_s,
-        html_report=str(report_dir / "locust.html"),
     )
-    return _judge(report, gate.slo)
+    return GateReport(deployment.release.id, load, [], measured, _judge(measured, gate.slo),
+                      str(report_dir / "locust.html"))  # fmt: skip
 
 
 def check(report: GateReport) -> GateReport:
+    """The report if it passed; ``GateFailed`` listing every violation if not."""
     if not report.passed:
         raise GateFailed(report.release_id, report.violations, report_path=report.html_report)
     return report
 
 
-def _judge(report: GateReport, slo: Slo) -> GateReport:
-    checks = [
-        Check("p95 latency", f"≤ {slo.p95_ms:g} ms", f"{report.p95_ms:g} ms", report.p95_ms <= slo.p95_ms),
-        Check("p99 latency", f"≤ {slo.p99_ms:g} ms", f"{report.p99_ms:g} ms", report.p99_ms <= slo.p99_ms),
+def _judge(m: LoadResult, slo: Slo) -> list[Check]:
+    return [
+        Check("p95 latency", f"≤ {slo.p95_ms:g} ms", f"{m.p95_ms:g} ms", m.p95_ms <= slo.p95_ms),
+        Check("p99 latency", f"≤ {slo.p99_ms:g} ms", f"{m.p99_ms:g} ms", m.p99_ms <= slo.p99_ms),
         Check(
             "error rate",
             f"≤ {slo.max_error_rate:.2%}",
-            f"{report.error_rate:.2%} ({report.failures}/{report.requests})",
-            report.requests > 0 and report.error_rate <= slo.max_error_rate,
+            f"{m.error_rate:.2%} ({m.failures}/{m.requests})",
+            m.requests > 0 and m.error_rate <= slo.max_error_rate,
         ),
-        Check("throughput", f"≥ {slo.min_rps:g} req/s", f"{report.rps:.0f} req/s", report.rps >= slo.min_rps),
+        Check("throughput", f"≥ {slo.min_rps:g} req/s", f"{m.rps:.0f} req/s", m.rps >= slo.min_rps),
     ]
-    return GateReport(**{**report.__dict__, "checks": checks})
 
 
 def _processes(n: int) -> list[str]:
@@ -222,13 +240,8 @@ def _locust(url: str, user: str, args: list[str], env: dict[str, str], prefix: P
     wall = time.monotonic() - started
     if proc.returncode != 0:
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
-        raise TargetError(
-            f"Locust ({user}) exited with code {proc.returncode}:\n{tail}",
-            target="gate",
-            operation=user,
-            resource=url,
-            hint=f"read {log}",
-        )
+        raise GateError(f"Locust ({user}) exited with code {proc.returncode}:\n{tail}", at=At("gate", user, url),
+                        hint=f"read {log}")  # fmt: skip
     return usage.ru_utime + usage.ru_stime, wall
 
 
@@ -263,8 +276,8 @@ def load_figures(path: Path) -> LoadFigures:
     try:
         entries = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
-        raise TargetError(f"Locust left no readable stats at {path}: {exc}", target="gate", operation="read",
-                          resource=str(path), hint=f"read {path.with_suffix('.log')}") from exc  # fmt: skip
+        raise GateError(f"Locust left no readable stats at {path}: {exc}", at=At("gate", "read", str(path)),
+                        hint=f"read {path.with_suffix('.log')}") from exc  # fmt: skip
     times: dict[float, int] = {}
     for entry in entries:
         for ms, count in entry["response_times"].items():
@@ -297,7 +310,7 @@ def gate(
     """The gate as a Prefect task: runs it and publishes the table as a markdown artifact."""
     report = run_gate(deployment, package_dir, settings, api_key, report_dir)
     create_markdown_artifact(
-        key=f"gate-{deployment.release.model}",
+        key=f"gate-{deployment.release.service}",
         markdown=report.to_markdown(),
         description=f"Locust gate of release {deployment.release.id}",
     )

@@ -1,10 +1,13 @@
-"""Build and push steps: the serving image for targets that run images.
+"""Build and push steps: the artifacts the spec's two targets declare they take.
 
-For targets that take a package rather than an image (``local``) both steps are no-ops and the
-release carries no image. The build runs on the engine of ``DOCKER_HOST`` (default: the local
-socket) through the Docker SDK; see ``tasks._build`` for the layers. The push reads the digest
-back from the registry and from then on the image is only ever referred to by digest
-(``ImageRef``), so production is switched to exactly the bytes that passed the gate.
+Each target declares its artifact kinds (``Capabilities.artifacts``); these steps build the union
+of both stages' (``artifacts_for``) and nothing else. The package itself is the package step's;
+here the serving image is built when a target takes one (``local`` takes the package, so with
+local on both stages both steps are no-ops and the release carries no image). The build runs on the
+engine of ``DOCKER_HOST`` (default: the local socket) through the Docker SDK; see ``tasks._build``
+for the layers. The push reads the digest back from the registry and from then on the image is only
+ever referred to by digest (``ImageRef``), so production is switched to exactly the bytes that
+passed the gate.
 """
 
 from __future__ import annotations
@@ -21,17 +24,16 @@ from typing import Any
 
 import docker
 import docker.errors
-from prefect import get_run_logger, task
+from prefect import task
 from prefect.cache_policies import NONE
-from prefect.exceptions import MissingContextError
 
-from slipway.errors import ConfigError, TargetError, TransientTargetError
+from slipway.errors import At, ConfigError, ImageError, TransientImageError
+from slipway.release import ArtifactKind, ImageRef
 from slipway.settings import get_settings
 from slipway.spec import ReleaseSpec
-from targets._engine import connect, map_error
-from targets._registry import check_registry, resolve_credentials
-from targets.base import ImageRef, Target
-from tasks import TASK_OPTIONS
+from targets.base import Target
+from targets.containers import check_registry, connect, map_error, resolve_credentials
+from tasks import TASK_OPTIONS, log_progress
 from tasks._build import DEPS_DOCKERFILE, Log, deps_key, prepare_wheels, requirements, run_build
 from tasks._build import write_serving_context as _write_context
 from tasks.package import ModelPackage
@@ -39,8 +41,9 @@ from tasks.package import ModelPackage
 _log = logging.getLogger("slipway.image")
 
 
-def needs_image(targets: Sequence[Target]) -> bool:
-    return any(t.capabilities.needs_image for t in targets)
+def artifacts_for(targets: Sequence[Target]) -> frozenset[ArtifactKind]:
+    """What the targets take, together: what the release must carry."""
+    return frozenset().union(*(t.capabilities.artifacts for t in targets))
 
 
 def repository_of(spec: ReleaseSpec) -> str:
@@ -70,7 +73,7 @@ def labels_of(spec: ReleaseSpec, package: ModelPackage) -> dict[str, str]:
 
 def build(spec: ReleaseSpec, package: ModelPackage, *, log: Log = _log.info, cache_dir: Path | None = None) -> str:
     """Build the serving image of ``package``; returns its local reference ``repository:tag``."""
-    client = connect("", target="image", operation="build")
+    client = connect("", at=At("image", "build", "local engine"), error=ImageError)
     base = spec.image.base
     try:
         base_id = str(client.images.get(base).id)
@@ -80,7 +83,7 @@ def build(spec: ReleaseSpec, package: ModelPackage, *, log: Log = _log.info, cac
             hint="build the local base with scripts/images/base.sh, `docker pull` it, or fix image.base in the spec",
         ) from None
     except docker.errors.DockerException as exc:
-        raise map_error(exc, target="image", operation="build", resource=base) from exc
+        raise map_error(exc, at=At("image", "build", base), error=ImageError) from exc
     reqs = requirements(package.manifest.framework)
     key = deps_key(base_id, reqs)
     deps_image = f"slipway/deps:{key}"
@@ -103,7 +106,7 @@ def build(spec: ReleaseSpec, package: ModelPackage, *, log: Log = _log.info, cac
                 dockerfile.write(_label_instruction(labels_of(spec, package)))
             image_id = run_build(_stream(client, ctx, ref, {}), log, resource=ref)
     except docker.errors.DockerException as exc:
-        raise map_error(exc, target="image", operation="build", resource=ref) from exc
+        raise map_error(exc, at=At("image", "build", ref), error=ImageError) from exc
     finally:
         client.close()
     log(f"built {ref} ({image_id[:19]})")
@@ -115,7 +118,7 @@ def push(spec: ReleaseSpec, ref: str, *, log: Log = _log.info) -> ImageRef:
     repository, _, tag = ref.rpartition(":")
     creds = resolve_credentials(spec.image.registry_credentials)
     check_registry(repository, creds, operation="push")
-    client = connect("", target="image", operation="push")
+    client = connect("", at=At("image", "push", "local engine"), error=ImageError)
     digest, pushed, reused = "", 0, 0
     try:
         stream = client.api.push(repository, tag=tag, stream=True, decode=True,
@@ -126,20 +129,20 @@ def push(spec: ReleaseSpec, ref: str, *, log: Log = _log.info) -> ImageRef:
             reused += status == "Layer already exists"
             if "error" in chunk or "errorDetail" in chunk:
                 message = (chunk.get("errorDetail") or {}).get("message") or chunk.get("error")
-                raise TransientTargetError(
+                raise TransientImageError(
                     f"the push of {ref} failed after {pushed} uploaded layer(s): {message}",
-                    target="image", operation="push", resource=ref,
+                    at=At("image", "push", ref),
                     hint="nothing is deployed from a failed push; the registry keeps no half image: release again",
                 )  # fmt: skip
             aux = chunk.get("aux")
             if isinstance(aux, dict) and "Digest" in aux:
                 digest = str(aux["Digest"])
     except docker.errors.DockerException as exc:
-        raise map_error(exc, target="image", operation="push", resource=ref) from exc
+        raise map_error(exc, at=At("image", "push", ref), error=ImageError) from exc
     finally:
         client.close()
     if not digest.startswith("sha256:"):
-        raise TargetError(f"the registry reported no digest for {ref}", target="image", operation="push", resource=ref)
+        raise ImageError(f"the registry reported no digest for {ref}", at=At("image", "push", ref))
     image = ImageRef(repository, digest)
     log(f"pushed {image} ({pushed} layer(s) uploaded, {reused} already there)")
     return image
@@ -171,19 +174,12 @@ def _link_tree(src: Path, dst: Path) -> None:
                 shutil.copy2(f, dst / f.name)
 
 
-def _logger() -> Log:
-    try:
-        return get_run_logger().info
-    except MissingContextError:
-        return _log.info
-
-
 @task(name="build image", cache_policy=NONE, **TASK_OPTIONS)
 def build_image(spec: ReleaseSpec, package: ModelPackage, targets: Sequence[Target]) -> str | None:
-    """Build the image of ``package``; returns ``repository:tag``, or None when no stage runs images."""
-    if not needs_image(targets):
+    """Build the image of ``package``; returns ``repository:tag``, or None when no stage takes an image."""
+    if ArtifactKind.IMAGE not in artifacts_for(targets):
         return None
-    return build(spec, package, log=_logger())
+    return build(spec, package, log=log_progress)
 
 
 @task(name="push image", cache_policy=NONE, **TASK_OPTIONS)
@@ -191,4 +187,4 @@ def push_image(spec: ReleaseSpec, image_id: str | None) -> ImageRef | None:
     """Push a built image; returns it pinned by digest, or None when there is no image."""
     if image_id is None:
         return None
-    return push(spec, image_id, log=_logger())
+    return push(spec, image_id, log=log_progress)

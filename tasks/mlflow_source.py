@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from slipway.errors import ConfigError, ModelError
+from slipway.registry import RegisteredSource, registered_source
 
 _URI = re.compile(r"^(models|runs|mlflow-artifacts|s3|gs|wasbs|file):/")
-_REGISTERED = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[\w-]+))$")
 
 
 @dataclass(frozen=True)
@@ -49,9 +49,9 @@ def load(source: str, base_dir: Path) -> LoadedModel:
         path = Path(source).expanduser()
         uri = str(path if path.is_absolute() else (base_dir / path).resolve())
     try:
-        if match := _REGISTERED.match(source):
-            version = _registered_version(mlflow, match)
-            uri = f"models:/{match['name']}/{version}"
+        if registered := registered_source(source):
+            version = _registered_version(mlflow, registered)
+            uri = f"models:/{registered.name}/{version}"
         local = mlflow.artifacts.download_artifacts(uri) if _URI.match(uri) else uri
         info = mlflow.models.Model.load(local)
         if "sklearn" not in info.flavors:
@@ -69,11 +69,11 @@ def load(source: str, base_dir: Path) -> LoadedModel:
     return LoadedModel(model=model, version=version, uri=uri, input_example=example)
 
 
-def _registered_version(mlflow: Any, match: re.Match[str]) -> str:
-    if match["version"]:
-        return match["version"]
+def _registered_version(mlflow: Any, source: RegisteredSource) -> str:
+    if source.version:
+        return source.version
     client = mlflow.MlflowClient()
-    return str(client.get_model_version_by_alias(match["name"], match["alias"]).version)
+    return str(client.get_model_version_by_alias(source.name, source.alias).version)
 
 
 def _input_example(info: Any, local_path: str) -> list[Any] | None:

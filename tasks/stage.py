@@ -5,13 +5,15 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
-from targets.base import Deployment, Release, Target, put_live
+from slipway.release import Release
+from slipway.spec import Timeouts
+from targets.base import Deployment, Target, put_live
 from tasks import TASK_OPTIONS
 
 
 @task(name="deploy to staging", cache_policy=NONE, **TASK_OPTIONS)
-def deploy_staging(target: Target, release: Release, timeout_s: float) -> Deployment:
-    deployment = put_live(target, release, timeout_s)
+def deploy_staging(target: Target, release: Release, timeouts: Timeouts) -> Deployment:
+    deployment = put_live(target, release, timeouts)
     get_run_logger().info("release %s is live on staging at %s", release.id, deployment.endpoint.url)
     return deployment
 

@@ -1,4 +1,5 @@
-"""Shared fixtures: a private state directory, an API key, free ports, the example model, specs."""
+"""Shared fixtures: a private state directory, an API key, free ports, the example model, specs, and the
+real services a test's markers ask for (the Docker Engine, the Kubernetes cluster), checked once."""
 
 from __future__ import annotations
 
@@ -20,11 +21,51 @@ REPO = Path(__file__).resolve().parent.parent
 EXAMPLE_SPEC = REPO / "examples" / "iris" / "slipway.yaml"
 
 
+# Folders whose tests all need a service, and the markers that say so.
+_FOLDER_MARKS = {
+    "tests/targets/docker/": ("docker",),
+    "tests/targets/kubernetes/": ("kubernetes", "docker"),
+}
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """A test's kind of fault goes into its report (JUnit XML properties) for benchmarks/reliability.py."""
+    """Markers by folder; a test's kind of fault goes into its report (JUnit XML properties) for
+    benchmarks/reliability.py."""
     for item in items:
+        path = Path(str(item.fspath)).relative_to(REPO).as_posix()
+        for folder, marks in _FOLDER_MARKS.items():
+            if path.startswith(folder):
+                for mark in marks:
+                    item.add_marker(getattr(pytest.mark, mark))
+        if item.get_closest_marker("kubernetes") is not None:
+            from tests.targets.kubernetes.cluster import FIRST_RUN_TIMEOUT_S
+
+            item.add_marker(pytest.mark.timeout(FIRST_RUN_TIMEOUT_S))
         if (mark := item.get_closest_marker("fault")) is not None:
             item.user_properties.append(("fault", mark.args[0]))
+
+
+@pytest.fixture(autouse=True)
+def _services(request: pytest.FixtureRequest) -> None:
+    """The real services the test's markers name, checked (or started) once; never skipped."""
+    if request.node.get_closest_marker("docker") is not None:
+        request.getfixturevalue("docker_services")
+    if request.node.get_closest_marker("kubernetes") is not None:
+        request.getfixturevalue("k8s_cluster")
+
+
+@pytest.fixture(scope="session")
+def docker_services() -> None:
+    from tests.images import check_docker_services
+
+    check_docker_services()
+
+
+@pytest.fixture(scope="session")
+def k8s_cluster() -> Path:
+    from tests.targets.kubernetes.cluster import ensure_cluster
+
+    return ensure_cluster()
 
 
 def free_port() -> int:
@@ -66,30 +107,34 @@ def iris_model_v2(tmp_path_factory: pytest.TempPathFactory) -> Path:
 SpecWriter = Callable[..., Path]
 
 
+def spec_file(path: Path, model: Path, **overrides: Any) -> Path:
+    """Write a spec for ``model`` (a trained example) on two free local ports; keyword arguments
+    override keys (``gate__slo={...}`` sets one key of a section)."""
+    spec: dict[str, Any] = {
+        "model": {"name": "iris", "source": str(model), "samples": str(model.parent / "samples.json")},
+        "staging": {"kind": "local", "port": free_port(), "ready_timeout_s": 20},
+        "production": {"kind": "local", "port": free_port(), "ready_timeout_s": 20},
+        "gate": {
+            "load": {"users": 4, "spawn_rate": 4, "duration_s": 2},
+            "slo": {"p95_ms": 1000, "p99_ms": 2000, "max_error_rate": 0.0, "min_rps": 1},
+        },
+    }
+    for key, value in overrides.items():
+        section, _, leaf = key.partition("__")
+        if leaf:
+            _merge(spec.setdefault(section, {}), leaf.split("__"), value)
+        else:
+            spec[section] = value
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
 @pytest.fixture
 def write_spec(tmp_path: Path, iris_model: Path) -> SpecWriter:
-    """Write a spec for the example model on two free local ports; keyword arguments override keys."""
+    """Write a spec for the example model (``spec_file``) into the test's folder."""
 
     def write(model: Path | None = None, name: str = "spec", **overrides: Any) -> Path:
-        model = model or iris_model
-        spec: dict[str, Any] = {
-            "model": {"name": "iris", "source": str(model), "samples": str(model.parent / "samples.json")},
-            "staging": {"kind": "local", "port": free_port(), "ready_timeout_s": 20},
-            "production": {"kind": "local", "port": free_port(), "ready_timeout_s": 20},
-            "gate": {
-                "load": {"users": 4, "spawn_rate": 4, "duration_s": 2},
-                "slo": {"p95_ms": 1000, "p99_ms": 2000, "max_error_rate": 0.0, "min_rps": 1},
-            },
-        }
-        for key, value in overrides.items():
-            section, _, leaf = key.partition("__")
-            if leaf:
-                _merge(spec.setdefault(section, {}), leaf.split("__"), value)
-            else:
-                spec[section] = value
-        path = tmp_path / f"{name}.yaml"
-        path.write_text(yaml.safe_dump(spec))
-        return path
+        return spec_file(tmp_path / f"{name}.yaml", model or iris_model, **overrides)
 
     return write
 

@@ -6,6 +6,10 @@ import threading
 from collections import Counter
 
 import httpx
+from pydantic import SecretStr
+
+from slipway.http import request_headers
+from slipway.release import Endpoint
 
 
 class Load:
@@ -13,8 +17,9 @@ class Load:
     of the sha256 of the release that answered, or as the error. Half the threads reuse keep-alive
     connections (what SDK clients do), half open a connection per request (``keepalive=False``: all)."""
 
-    def __init__(self, url: str, key: str, threads: int = 4, keepalive: bool = True) -> None:
-        self.url, self.key, self.stop = url, key, threading.Event()
+    def __init__(self, endpoint: Endpoint, key: str, threads: int = 4, keepalive: bool = True) -> None:
+        self.url, self.stop = endpoint.url, threading.Event()
+        self.headers = request_headers(endpoint, SecretStr(key), "GET", f"{endpoint.url}/metadata")
         self.outcomes: Counter[str] = Counter()
         self.lock = threading.Lock()
         reuse = [keepalive and i % 2 == 0 for i in range(threads)]
@@ -22,7 +27,7 @@ class Load:
 
     def _run(self, reuse: bool) -> None:
         limits = httpx.Limits(max_keepalive_connections=None if reuse else 0)
-        with httpx.Client(headers={"Authorization": f"Bearer {self.key}"}, timeout=10, limits=limits) as http:
+        with httpx.Client(headers=self.headers, timeout=10, limits=limits) as http:
             while not self.stop.is_set():
                 try:
                     resp = http.get(f"{self.url}/metadata")

@@ -1,4 +1,10 @@
-"""Releases built from real packages, and a factory for each target kind that can run here."""
+"""Releases built the way the flow builds them, and a factory for each target kind that can run here.
+
+``target_kind`` is "local" unless a test (or a conftest) says otherwise; the contract tests
+parametrize it over every kind. ``releases`` are v1 and v2 of the example model and "broken" (v1
+with a tampered artifact, refused at start), each with the artifacts the kind's target declares:
+the package, and the serving image built and pushed by ``tasks.image`` once per session.
+"""
 
 from __future__ import annotations
 
@@ -9,69 +15,94 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from slipway.spec import LocalTarget, load_spec
+from slipway.release import ArtifactKind, Release, Stage
+from slipway.spec import LocalTarget, Timeouts, load_spec
 from targets import make_target
-from targets.base import Release, Stage, Target, TargetContext
-from tasks.package import package_model
-from tests.conftest import SpecWriter, free_port
+from targets.base import Target, TargetContext
+from tasks.package import ModelPackage, package_model
+from tests.conftest import free_port, spec_file
 
 TargetFactory = Callable[[Stage], Target]
+TIMEOUTS = Timeouts(ready_s=60, promote_s=60)
+# What each kind's target takes from the build (its Capabilities.artifacts).
+ARTIFACTS = {
+    "local": frozenset({ArtifactKind.PACKAGE}),
+    "fake": frozenset({ArtifactKind.PACKAGE}),
+    "docker": frozenset({ArtifactKind.IMAGE}),
+    "kubernetes": frozenset({ArtifactKind.IMAGE}),
+    "ec2": frozenset({ArtifactKind.IMAGE}),
+}
 
 
-def release_of(package_dir: Path, rid: str) -> Release:
-    from serving.manifest import read_manifest
+def release_of(package: ModelPackage, rid: str, kinds: frozenset[ArtifactKind] = ARTIFACTS["local"]) -> Release:
+    """A release of ``package`` carrying ``kinds``; its image built and pushed as the flow does, once."""
+    from tests.images import image_of
 
-    m = read_manifest(package_dir)
-    return Release(rid, m.name, m.version, m.sha256, package_dir, "spec-hash")
+    m = package.manifest
+    image = image_of(package.dir) if ArtifactKind.IMAGE in kinds else None
+    return Release(rid, m.name, m.name, m.version, m.sha256, package.dir, "spec-hash", image)
 
 
-@pytest.fixture
-def releases(write_spec: SpecWriter, iris_model_v2: Path, tmp_path: Path) -> dict[str, Release]:
-    """v1 and v2 of the example model, and 'broken': v1 with a tampered artifact (fails at start)."""
-    packages = tmp_path / "packages"
-    v1 = package_model(load_spec(write_spec()), packages)
-    v2 = package_model(load_spec(write_spec(model=iris_model_v2, name="v2")), packages)
+@pytest.fixture(scope="session")
+def packaged(
+    tmp_path_factory: pytest.TempPathFactory, iris_model: Path, iris_model_v2: Path
+) -> dict[str, ModelPackage]:
+    """v1 and v2 of the example model, and 'broken': v1 with a tampered artifact (refused at start)."""
+    root = tmp_path_factory.mktemp("packaged")
+    packages = root / "packages"
+    v1 = package_model(load_spec(spec_file(root / "v1.yaml", iris_model)), packages)
+    v2 = package_model(load_spec(spec_file(root / "v2.yaml", iris_model_v2)), packages)
     broken_dir = packages / "broken"
     shutil.copytree(v1.dir, broken_dir)
     with (broken_dir / v1.manifest.artifact_file).open("ab") as fh:
         fh.write(b"tampered")
-    return {
-        "v1": release_of(v1.dir, "r-v1"),
-        "v2": release_of(v2.dir, "r-v2"),
-        "broken": release_of(broken_dir, "r-broken"),
-    }
+    return {"v1": v1, "v2": v2, "broken": ModelPackage(broken_dir, v1.manifest)}
 
 
-def _kubernetes_marks() -> list[pytest.MarkDecorator]:
-    from tests.kubernetes.cluster import FIRST_RUN_TIMEOUT_S
+@pytest.fixture
+def target_kind() -> str:
+    return "local"
 
-    return [pytest.mark.kubernetes, pytest.mark.docker, pytest.mark.timeout(FIRST_RUN_TIMEOUT_S)]
+
+@pytest.fixture
+def releases(packaged: dict[str, ModelPackage], target_kind: str) -> dict[str, Release]:
+    kinds = ARTIFACTS[target_kind]
+    made = {name: release_of(pkg, f"r-{name}", kinds) for name, pkg in packaged.items()}
+    if target_kind == "kubernetes":
+        from tests.targets.kubernetes.cluster import prepull
+
+        for rel in made.values():
+            prepull(rel.require_image())
+    return made
 
 
-@pytest.fixture(
-    params=[
-        "local",
-        pytest.param("docker", marks=pytest.mark.docker),
-        pytest.param("kubernetes", marks=_kubernetes_marks()),
-    ]
-)
-def target_factory(request: pytest.FixtureRequest, state_dir: Path, api_key: str) -> Iterator[TargetFactory]:
+def context(stage: Stage, state_dir: Path, api_key: str | None, service: str = "iris") -> TargetContext:
+    return TargetContext(service, "iris", stage, state_dir, True, SecretStr(api_key) if api_key else None)
+
+
+@pytest.fixture
+def target_factory(
+    target_kind: str, state_dir: Path, api_key: str, request: pytest.FixtureRequest
+) -> Iterator[TargetFactory]:
     made: list[Target] = []
 
     def make(stage: Stage) -> Target:
-        ctx = TargetContext("iris", stage, state_dir, True, SecretStr(api_key))
-        match request.param:
+        ctx = context(stage, state_dir, api_key)
+        match target_kind:
             case "local":
                 target = make_target(LocalTarget(port=free_port(), ready_timeout_s=20), ctx)
+            case "fake":
+                from tests.fakes.target import FakeTarget
+
+                target = FakeTarget(ctx)
             case "docker":
                 from slipway.spec import DockerTarget
-                from tests.docker.helpers import docker_target
 
-                target = docker_target(DockerTarget(port=free_port(), keep_previous_s=600), ctx)
+                target = make_target(DockerTarget(port=free_port(), keep_previous_s=600), ctx)
             case "kubernetes":
-                from tests.kubernetes.cluster import kubernetes_target, namespace
+                from tests.targets.kubernetes.cluster import config_for, namespace
 
-                target = kubernetes_target(namespace(f"{request.node.name}-{stage.value}"), ctx)
+                target = make_target(config_for(namespace(f"{request.node.name}-{stage.value}")), ctx)
         made.append(target)
         return target
 

@@ -1,30 +1,52 @@
-"""The Target lifecycle, checked by what the endpoint serves, on every target that can run here."""
+"""The Target protocol, checked by what the endpoint serves, on every target that can run here.
+
+Each test runs on every kind (``target_kind``); a test that needs a capability runs where the
+target declares it. Releases carry the artifacts each target takes, built as the flow builds them.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import time
+from collections import Counter
 from collections.abc import Callable
 
 import httpx
 import pytest
+from pydantic import SecretStr
 
-from slipway.errors import SlipwayError
-from targets.base import Release, Stage, put_live
+from slipway.errors import ConfigError, SlipwayError
+from slipway.http import client
+from slipway.release import Endpoint, Release, Stage
+from targets.base import put_live
 from tests.load import Load
-from tests.targets.fixtures import TargetFactory
+from tests.targets.fixtures import TIMEOUTS, TargetFactory
 
 
-def served_sha(url: str, key: str) -> str:
-    resp = httpx.get(f"{url}/metadata", headers={"Authorization": f"Bearer {key}"}, timeout=5)
+def _kinds() -> list[object]:
+    from tests.targets.kubernetes.cluster import FIRST_RUN_TIMEOUT_S
+
+    k8s = [pytest.mark.kubernetes, pytest.mark.docker, pytest.mark.timeout(FIRST_RUN_TIMEOUT_S)]
+    return ["local", "fake", pytest.param("docker", marks=pytest.mark.docker), pytest.param("kubernetes", marks=k8s)]
+
+
+pytestmark = pytest.mark.parametrize("target_kind", _kinds())
+
+
+def served_sha(endpoint: Endpoint, key: str) -> str:
+    with client(endpoint, SecretStr(key), timeout_s=5) as http:
+        resp = http.get(endpoint.routes.metadata or "/metadata")
     resp.raise_for_status()
     return str(resp.json()["sha256"])
 
 
-def predicts(url: str, key: str) -> list[int]:
-    resp = httpx.post(f"{url}/predict", json={"inputs": [[5.1, 3.5, 1.4, 0.2]]},
-                      headers={"Authorization": f"Bearer {key}"}, timeout=5)  # fmt: skip
-    resp.raise_for_status()
-    return list(resp.json()["predictions"])
+def shas(endpoint: Endpoint, key: str, n: int) -> Counter[str]:
+    """Which releases (sha256 prefixes) answer ``n`` fresh requests to ``endpoint``."""
+    seen: Counter[str] = Counter()
+    for _ in range(n):
+        with client(endpoint, SecretStr(key), timeout_s=5) as http:
+            seen[http.get("/metadata").json()["sha256"][:12]] += 1
+    return seen
 
 
 def test_release_goes_live_and_answers_with_auth(
@@ -32,13 +54,28 @@ def test_release_goes_live_and_answers_with_auth(
 ) -> None:
     target = target_factory(Stage.PRODUCTION)
     assert target.endpoint() is None
-    live = put_live(target, releases["v1"], 20)
-    url = live.endpoint.url
-    assert predicts(url, api_key) == [0]
-    assert served_sha(url, api_key) == releases["v1"].package_sha256
-    assert httpx.post(f"{url}/predict", json={"inputs": [[1, 2, 3, 4]]}).status_code == 401
+    live = put_live(target, releases["v1"], TIMEOUTS).endpoint
+    with client(live, SecretStr(api_key)) as http:
+        assert http.post(live.routes.predict, json={"inputs": [[5.1, 3.5, 1.4, 0.2]]}).json() == {"predictions": [0]}
+    assert served_sha(live, api_key) == releases["v1"].package_sha256
+    unauthenticated = httpx.post(f"{live.url}{live.routes.predict}", json={"inputs": [[1, 2, 3, 4]]},
+                                 headers=dict(live.headers), timeout=5)  # fmt: skip
+    assert unauthenticated.status_code == 401
     status = target.describe()
     assert (status.release_id, status.healthy) == ("r-v1", True)
+
+
+def test_deploy_never_touches_what_is_live(
+    target_factory: TargetFactory, releases: dict[str, Release], api_key: str
+) -> None:
+    """A ready candidate serves nothing of the stage's traffic until promote (or shift) says so."""
+    target = target_factory(Stage.PRODUCTION)
+    live = put_live(target, releases["v1"], TIMEOUTS).endpoint
+    candidate = target.wait_ready(target.deploy(releases["v2"]), TIMEOUTS.ready_s)
+    assert shas(live, api_key, 12) == {releases["v1"].package_sha256[:12]: 12}
+    assert target.describe().release_id == "r-v1"
+    target.discard(candidate)
+    assert shas(live, api_key, 4) == {releases["v1"].package_sha256[:12]: 4}
 
 
 @pytest.mark.fault("promotion under load")
@@ -49,15 +86,15 @@ def test_promotion_and_rollback_under_load_fail_no_request(
     """Clients that open a connection per request see every answer come from v1 or v2, never an error
     (local: SO_REUSEPORT hand-over; docker: nginx blue/green; kubernetes: Service selector switch)."""
     target = target_factory(Stage.PRODUCTION)
-    url = put_live(target, releases["v1"], 20).endpoint.url
-    with Load(url, api_key, keepalive=False) as load:
+    live = put_live(target, releases["v1"], TIMEOUTS).endpoint
+    with Load(live, api_key, keepalive=False) as load:
         time.sleep(0.5)
-        put_live(target, releases["v2"], 20)
-        assert served_sha(url, api_key) == releases["v2"].package_sha256
+        put_live(target, releases["v2"], TIMEOUTS)
+        assert served_sha(live, api_key) == releases["v2"].package_sha256
         assert target.describe().release_id == "r-v2"
-        target.rollback(releases["v1"], 20)
+        target.rollback(releases["v1"], TIMEOUTS)
         time.sleep(0.5)
-    assert served_sha(url, api_key) == releases["v1"].package_sha256
+    assert served_sha(live, api_key) == releases["v1"].package_sha256
     assert target.describe().release_id == "r-v1"
     record_property("requests", load.requests)
     record_property("failed", sum(load.failures.values()))
@@ -65,28 +102,67 @@ def test_promotion_and_rollback_under_load_fail_no_request(
     assert {releases[v].package_sha256[:12] for v in ("v1", "v2")} <= set(load.outcomes)
 
 
+def test_shift_splits_traffic_then_returns_it(
+    target_factory: TargetFactory, releases: dict[str, Release], api_key: str
+) -> None:
+    """``shift`` gives a ready candidate a share of the stage's requests; 0 gives it back; discard removes it."""
+    target = target_factory(Stage.PRODUCTION)
+    v1, v2 = (releases[v].package_sha256[:12] for v in ("v1", "v2"))
+    live = put_live(target, releases["v1"], TIMEOUTS).endpoint
+    candidate = target.wait_ready(target.deploy(releases["v2"]), TIMEOUTS.ready_s)
+    if not target.capabilities.traffic_split:
+        with pytest.raises(ConfigError, match="cannot split traffic"):
+            target.shift(candidate, 0.5)
+        target.discard(candidate)
+        return
+    target.shift(candidate, 0.5)
+    split = shas(live, api_key, 60)
+    assert set(split) == {v1, v2} and min(split.values()) >= 10, split  # about half each
+    target.shift(candidate, 0)
+    assert shas(live, api_key, 12) == {v1: 12}
+    target.shift(candidate, 0.5)
+    target.discard(candidate)  # a shifted candidate that is discarded gives its share back
+    assert shas(live, api_key, 12) == {v1: 12}
+    assert target.describe().release_id == "r-v1"
+
+
 @pytest.mark.fault("bad input")
 def test_release_that_fails_to_start_leaves_production_serving(
     target_factory: TargetFactory, releases: dict[str, Release], api_key: str
 ) -> None:
     target = target_factory(Stage.PRODUCTION)
-    url = put_live(target, releases["v1"], 20).endpoint.url
+    live = put_live(target, releases["v1"], TIMEOUTS).endpoint
     with pytest.raises(SlipwayError) as info:
-        put_live(target, releases["broken"], 20)
-    assert "r-broken" in str(info.value)
-    assert "checksum" in str(info.value) or "sha256" in str(info.value)
-    assert served_sha(url, api_key) == releases["v1"].package_sha256
+        put_live(target, releases["broken"], TIMEOUTS)
+    message = str(info.value)
+    assert "r-broken" in message
+    assert "but the manifest says" in message  # the server's own refusal, from its output
+    assert served_sha(live, api_key) == releases["v1"].package_sha256
     assert target.describe().release_id == "r-v1"
+
+
+@pytest.mark.fault("bad input")
+def test_release_without_the_artifact_the_target_takes_changes_nothing(
+    target_factory: TargetFactory, releases: dict[str, Release], api_key: str
+) -> None:
+    target = target_factory(Stage.PRODUCTION)
+    live = put_live(target, releases["v1"], TIMEOUTS).endpoint
+    if releases["v2"].image is None:  # a target that takes the package: every release carries one
+        return
+    bare = dataclasses.replace(releases["v2"], id="r-bare", image=None)
+    with pytest.raises(ConfigError, match=r"release r-bare has no image artifact, which the production target"):
+        put_live(target, bare, TIMEOUTS)
+    assert served_sha(live, api_key) == releases["v1"].package_sha256
 
 
 def test_teardown_really_stops_and_is_idempotent(
     target_factory: TargetFactory, releases: dict[str, Release], api_key: str
 ) -> None:
     target = target_factory(Stage.STAGING)
-    url = put_live(target, releases["v1"], 20).endpoint.url
+    live = put_live(target, releases["v1"], TIMEOUTS).endpoint
     target.teardown()
     with pytest.raises(httpx.TransportError):
-        httpx.get(f"{url}/health", timeout=2)
+        httpx.get(f"{live.url}{live.routes.health}", timeout=2)
     assert target.endpoint() is None
     assert target.describe().release_id is None
     target.teardown()

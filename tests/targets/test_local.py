@@ -10,31 +10,33 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
-from pydantic import SecretStr
 
 from slipway.errors import ConfigError
+from slipway.release import Release, Stage
 from slipway.spec import LocalTarget
 from targets import make_target
-from targets.base import Release, Stage, Target, TargetContext, put_live
+from targets.base import Target, put_live
 from tests.conftest import free_port
+from tests.targets.fixtures import TIMEOUTS, context
 
 _DEPLOY_AND_EXIT = """
 import sys
 from pathlib import Path
-from pydantic import SecretStr
+from serving.manifest import read_manifest
+from slipway.release import Stage
 from slipway.spec import LocalTarget
 from targets import make_target
-from targets.base import Release, Stage, Target, TargetContext, put_live
-from tests.targets.fixtures import release_of
+from targets.base import put_live
+from tasks.package import ModelPackage
+from tests.targets.fixtures import TIMEOUTS, context, release_of
 port, state, pkg, key = int(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4]
-target = make_target(LocalTarget(port=port), TargetContext("iris", Stage.PRODUCTION, state, True, SecretStr(key)))
-put_live(target, release_of(pkg, "r-detached"), 20)
+target = make_target(LocalTarget(port=port), context(Stage.PRODUCTION, state, key))
+put_live(target, release_of(ModelPackage(pkg, read_manifest(pkg)), "r-detached"), TIMEOUTS)
 """
 
 
 def _target(state_dir: Path, port: int, key: str | None) -> Target:
-    ctx = TargetContext("iris", Stage.PRODUCTION, state_dir, True, SecretStr(key) if key else None)
-    return make_target(LocalTarget(port=port), ctx)
+    return make_target(LocalTarget(port=port), context(Stage.PRODUCTION, state_dir, key))
 
 
 def test_server_outlives_the_process_that_started_it(
@@ -61,7 +63,7 @@ def test_port_taken_by_another_program(state_dir: Path, releases: dict[str, Rele
         port = squatter.getsockname()[1]
         target = _target(state_dir, port, api_key)
         with pytest.raises(ConfigError) as info:
-            put_live(target, releases["v1"], 20)
+            put_live(target, releases["v1"], TIMEOUTS)
     assert f"port {port} on 127.0.0.1 is in use by another program" in str(info.value)
     assert "production.port" in info.value.hint
 
@@ -77,10 +79,10 @@ def test_a_candidate_left_by_a_killed_run_is_reported_then_retired(
     state_dir: Path, releases: dict[str, Release], api_key: str
 ) -> None:
     target = _target(state_dir, free_port(), api_key)
-    put_live(target, releases["v1"], 20)
-    orphan = target.wait_ready(target.deploy(releases["v2"]), 20)  # the run dies before promote
+    put_live(target, releases["v1"], TIMEOUTS)
+    orphan = target.wait_ready(target.deploy(releases["v2"]), TIMEOUTS.ready_s)  # the run dies before promote
     assert "1 other server(s) of this stage still run" in target.describe().detail
-    put_live(target, releases["v1"], 20)  # the next release retires it
+    put_live(target, releases["v1"], TIMEOUTS)  # the next release retires it
     assert (
         not psutil.pid_exists(int(orphan.handle["pid"]))
         or psutil.Process(int(orphan.handle["pid"])).status() == psutil.STATUS_ZOMBIE
