@@ -81,10 +81,16 @@ def deploy(spec: SpecArg, trigger: str = typer.Option("manual", help="Recorded i
         "production of ", (rel.service, "bold"), " serves ", (rel.model, "bold"), " version ", (rel.version, "bold"),
         f" (release {rel.id}) at ", (endpoint.public_url or endpoint.url, "bold"),
     ))  # fmt: skip
+    p = open_pipeline(spec, need_key=False, check=False)
+    if not p.production.capabilities.stable_endpoint:
+        out.print(
+            f"the address moves with each release on {p.production.kind}: point clients at it through DNS or a "
+            f"load balancer (docs/targets/{p.production.kind}.md)", markup=False,
+        )  # fmt: skip
     if endpoint.public_url:  # endpoint.url was this command's own way in, closed as it exits
         out.print("reach it from this machine with kubectl port-forward (see docs/targets/kubernetes.md)")
     elif endpoint.requires_auth:
-        key_env = open_pipeline(spec, need_key=False, check=False).spec.auth.api_key_env
+        key_env = p.spec.auth.api_key_env
         body = _example_body(rel.package_dir)
         out.print(
             f'try: curl -s -H "Authorization: Bearer ${key_env}" '

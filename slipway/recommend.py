@@ -1,4 +1,5 @@
-"""The seed's decision tree, as a function: which deployment pattern fits.
+"""The decision tree of the cloud-deployment chapter Slipway grew from, as a function: which
+deployment pattern fits (docs/recommend.md).
 
     Do you need millisecond latency?
     ├─ Yes → Container service (ECS, Cloud Run) or VMs

@@ -44,7 +44,7 @@ if ! command -v docker >/dev/null; then
 fi
 systemctl enable --now docker
 {login}{env}docker pull {q(image)}
-docker run -d --name {q(name)} --restart unless-stopped {env_file}-p {port}:{PORT} \\
+docker run -d --name {q(name)} --restart unless-stopped --stop-timeout 40 {env_file}-p {port}:{PORT} \\
   --log-opt max-size=10m --log-opt max-file=3 --read-only --tmpfs /tmp \\
   {q(image)} --workers {workers} {auth_args}
 """.replace(" \n", "\n")

@@ -76,10 +76,13 @@ class Capabilities:
 
     ``artifacts``: what ``deploy`` takes from the build (the image step builds the union of both
     stages'). ``traffic_split``: ``shift`` is implemented (else it raises ``ConfigError``).
+    ``stable_endpoint``: the stage answers at one address across promotions; where it does not (an
+    instance per release), a promotion moves the address and ``slipway deploy`` says so.
     """
 
     artifacts: frozenset[ArtifactKind]
     traffic_split: bool = False
+    stable_endpoint: bool = True
 
 
 IMAGE = frozenset({ArtifactKind.IMAGE})

@@ -55,7 +55,7 @@ EC2_CODES = ServiceCodes(
 
 class Ec2InstanceTarget:
     kind = "ec2"
-    capabilities = Capabilities(artifacts=IMAGE)
+    capabilities = Capabilities(artifacts=IMAGE, stable_endpoint=False)  # the live instance's own address
 
     def __init__(self, config: Ec2Config, ctx: TargetContext) -> None:
         self.config = config

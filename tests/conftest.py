@@ -15,7 +15,7 @@ import yaml
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
-pytest_plugins = ["tests.targets.fixtures"]
+pytest_plugins = ["tests.targets.fixtures", "tests.targets.ec2.fixtures"]
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE_SPEC = REPO / "examples" / "iris" / "slipway.yaml"

@@ -166,3 +166,26 @@ def test_second_deploy_of_the_same_model_is_refused_while_one_runs(spec_v1: Path
     with lock, pytest.raises(DeployLocked, match="another deploy .* of service 'iris' is running"):
         release(str(spec_v1))
     assert not _listening(_port(spec_v1, "production"))
+
+
+@pytest.mark.fault("bad input")
+def test_two_specs_that_release_one_model_to_two_places_need_two_service_names(
+    spec_v1: Path, write_spec: SpecWriter, state_dir: Path, api_key: str
+) -> None:
+    first = release(str(spec_v1))
+    elsewhere = write_spec(name="elsewhere")  # the same model (service "iris"), production on another port
+    with pytest.raises(ConfigError, match=rf"has its production at local 127.0.0.1:{_port(spec_v1, 'production')}"):
+        release(str(elsewhere))
+    assert not _listening(_port(elsewhere, "production")) and not _listening(_port(elsewhere, "staging"))
+    assert _sha_served(spec_v1, api_key) == first.release.package_sha256
+
+    named = write_spec(name="named", service="iris-b")
+    try:
+        second = release(str(named))
+        assert _sha_served(named, api_key) == second.release.package_sha256
+        assert _sha_served(spec_v1, api_key) == first.release.package_sha256  # the first production still serves
+        ledger = _ledger(state_dir)
+        assert [r.id for r in ledger.releases("iris")] == [first.release.id]
+        assert [r.id for r in ledger.releases("iris-b")] == [second.release.id]
+    finally:
+        teardown(str(named))

@@ -64,7 +64,8 @@ def tree() -> dict[str, list[tuple[int, str]]]:
 
 def test_every_import_points_down_or_sideways(tree: dict[str, list[tuple[int, str]]]) -> None:
     upward = [
-        f"{modules()[m].relative_to(REPO)}:{line} imports {target} ({LAYERS[layer(target)]} is above {LAYERS[layer(m)]})"
+        f"{modules()[m].relative_to(REPO)}:{line} imports {target} "
+        f"({LAYERS[layer(target)]} is above {LAYERS[layer(m)]})"
         for m, found in tree.items()
         if not m.startswith("load_tests")
         for line, target in found

@@ -85,6 +85,8 @@ def target_factory(
     target_kind: str, state_dir: Path, api_key: str, request: pytest.FixtureRequest
 ) -> Iterator[TargetFactory]:
     made: list[Target] = []
+    # set up before (so torn down after) the targets: ec2 instances in the moto subnet that the data plane runs
+    subnet = request.getfixturevalue("ec2_subnet") if target_kind == "ec2" else {}
 
     def make(stage: Stage) -> Target:
         ctx = context(stage, state_dir, api_key)
@@ -103,6 +105,10 @@ def target_factory(
                 from tests.targets.kubernetes.cluster import config_for, namespace
 
                 target = make_target(config_for(namespace(f"{request.node.name}-{stage.value}")), ctx)
+            case "ec2":
+                from tests.targets.ec2.fixtures import ec2_config
+
+                target = make_target(ec2_config(subnet), ctx)
         made.append(target)
         return target
 

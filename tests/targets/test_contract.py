@@ -18,7 +18,7 @@ from pydantic import SecretStr
 from slipway.errors import ConfigError, SlipwayError
 from slipway.http import client
 from slipway.release import Endpoint, Release, Stage
-from targets.base import put_live
+from targets.base import Target, put_live
 from tests.load import Load
 from tests.targets.fixtures import TIMEOUTS, TargetFactory
 
@@ -27,7 +27,13 @@ def _kinds() -> list[object]:
     from tests.targets.kubernetes.cluster import FIRST_RUN_TIMEOUT_S
 
     k8s = [pytest.mark.kubernetes, pytest.mark.docker, pytest.mark.timeout(FIRST_RUN_TIMEOUT_S)]
-    return ["local", "fake", pytest.param("docker", marks=pytest.mark.docker), pytest.param("kubernetes", marks=k8s)]
+    return [
+        "local",
+        "fake",
+        pytest.param("docker", marks=pytest.mark.docker),
+        pytest.param("kubernetes", marks=k8s),
+        pytest.param("ec2", marks=[pytest.mark.moto, pytest.mark.docker]),  # moto, and instances run on Docker
+    ]
 
 
 pytestmark = pytest.mark.parametrize("target_kind", _kinds())
@@ -84,8 +90,14 @@ def test_promotion_and_rollback_under_load_fail_no_request(
     record_property: Callable[[str, object], None],
 ) -> None:  # fmt: skip
     """Clients that open a connection per request see every answer come from v1 or v2, never an error
-    (local: SO_REUSEPORT hand-over; docker: nginx blue/green; kubernetes: Service selector switch)."""
+    (local: SO_REUSEPORT hand-over; docker: nginx blue/green; kubernetes: Service selector switch).
+
+    A target without a stable endpoint (ec2: an instance per release, the endpoint is the live
+    instance's own address) keeps a weaker promise, checked instead."""
     target = target_factory(Stage.PRODUCTION)
+    if not target.capabilities.stable_endpoint:
+        _promotion_moves_the_endpoint(target, releases, api_key, record_property)
+        return
     live = put_live(target, releases["v1"], TIMEOUTS).endpoint
     with Load(live, api_key, keepalive=False) as load:
         time.sleep(0.5)
@@ -100,6 +112,36 @@ def test_promotion_and_rollback_under_load_fail_no_request(
     record_property("failed", sum(load.failures.values()))
     assert not load.failures, load.outcomes
     assert {releases[v].package_sha256[:12] for v in ("v1", "v2")} <= set(load.outcomes)
+
+
+def _promotion_moves_the_endpoint(
+    target: Target, releases: dict[str, Release], api_key: str, record_property: Callable[[str, object], None]
+) -> None:
+    """Without a stable endpoint: put_live returns once the new release answers at the stage's new
+    endpoint, and the previous release is retired at once (its address stops answering). Clients that
+    stay on the old address get transport errors from then on, never a wrong answer or an HTTP error."""
+    v1, v2 = (releases[v].package_sha256 for v in ("v1", "v2"))
+    first = put_live(target, releases["v1"], TIMEOUTS).endpoint
+    with Load(first, api_key, keepalive=False) as load:
+        time.sleep(0.5)
+        second = put_live(target, releases["v2"], TIMEOUTS).endpoint
+        assert second.url != first.url and target.endpoint() == second
+        assert served_sha(second, api_key) == v2 and target.describe().release_id == "r-v2"
+        _assert_retired(first)
+        third = target.rollback(releases["v1"], TIMEOUTS).endpoint
+        assert third.url != second.url and target.endpoint() == third
+        assert served_sha(third, api_key) == v1 and target.describe().release_id == "r-v1"
+        _assert_retired(second)
+    record_property("requests", load.requests)
+    record_property("failed", sum(load.failures.values()))
+    assert load.outcomes[v1[:12]] > 0, load.outcomes
+    assert set(load.outcomes) - set(load.failures) == {v1[:12]}, load.outcomes
+    assert all(k.startswith("error ") for k in load.failures), load.outcomes
+
+
+def _assert_retired(endpoint: Endpoint) -> None:
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{endpoint.url}{endpoint.routes.health}", timeout=2)
 
 
 def test_shift_splits_traffic_then_returns_it(
@@ -131,6 +173,12 @@ def test_release_that_fails_to_start_leaves_production_serving(
     target_factory: TargetFactory, releases: dict[str, Release], api_key: str
 ) -> None:
     target = target_factory(Stage.PRODUCTION)
+    if target.kind == "ec2":  # known gap: the instance's output is not read back
+        pytest.xfail(
+            "targets/ec2.py: wait_ready polls the readiness route until its timeout and cannot say why the server "
+            "did not start (the user data runs the container detached; nothing reads its log or the console "
+            "output); tests/targets/ec2/test_dataplane.py checks the rest of this on ec2"
+        )
     live = put_live(target, releases["v1"], TIMEOUTS).endpoint
     with pytest.raises(SlipwayError) as info:
         put_live(target, releases["broken"], TIMEOUTS)

@@ -1,4 +1,5 @@
-"""The ec2 target against a real moto server on 127.0.0.1 (the control plane only: nothing boots).
+"""The ec2 target against a real moto server on 127.0.0.1 (``moto_url``: tests/targets/ec2/fixtures.py),
+the control plane only: nothing boots here (the contract tests run the ec2 target with a data plane).
 
 Asserted: what is launched (user data, IMDSv2, security group rules, tags), that promotion retires
 the previous instance, that teardown leaves nothing, and how AWS errors come out. Faults moto
@@ -19,30 +20,16 @@ from typing import Any
 import boto3
 import httpx
 import pytest
-from moto.server import ThreadedMotoServer
 
 from slipway.errors import ConfigError, TargetError, TransientTargetError
 from slipway.release import ImageRef, Release, Stage
 from slipway.spec import Ec2Target, Timeouts
 from targets import make_target
 from targets.base import put_live
-from tests.conftest import free_port
 from tests.targets.fixtures import context
 
 pytestmark = pytest.mark.moto
 IMAGE = ImageRef("registry.example.com/ml/iris", "sha256:" + "ab" * 32)
-
-
-@pytest.fixture(scope="session")
-def moto_url() -> Iterator[str]:
-    import moto.settings
-
-    moto.settings.ENABLE_AMI_VALIDATION = True  # as AWS: an unknown AMI is refused (MOTO_ENABLE_AMI_VALIDATION)
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
 
 
 @pytest.fixture
