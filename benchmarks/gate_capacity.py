@@ -11,7 +11,7 @@ server's. Rows, at each ``--users`` count:
   wrk             ``wrk -t1`` with as many connections as users, pinned to core 1: what the target
                   answers when the client is not the bound (the reference ceiling)
   FastHttpUser    the gate's own ``LoadUser`` (load_tests/predict.py), with the environment the gate
-                  sets (SLIPWAY_GATE_PACKAGE, SLIPWAY_GATE_BATCH=1, SLIPWAY_API_KEY)
+                  sets (``tasks.gate.gate_env``: the endpoint, the package, batch size 1, the key)
   HttpUser        benchmarks/locust_http_user.py: the same request through Locust's plain
                   ``HttpUser`` (python-requests) instead of ``FastHttpUser`` (geventhttpclient)
                   Both with 1 process pinned to core 1, and with ``--processes 2`` unpinned (the
@@ -61,9 +61,10 @@ from common import CLIENT_CPU, PY, ROOT, SERVER_CPU, bench_env, busy_seconds, cp
 from model_server import KEY, _kit
 from pydantic import SecretStr
 
+from slipway.release import Endpoint, Release, Stage
 from slipway.spec import GateSettings, LoadProfile
-from targets.base import Deployment, Endpoint, Release, Stage
-from tasks.gate import LOCUSTFILE, _processes, load_figures, run_gate
+from targets.base import Deployment
+from tasks.gate import LOCUSTFILE, _processes, gate_env, load_figures, run_gate
 
 HTTP_LOCUSTFILE = Path(__file__).resolve().with_name("locust_http_user.py")
 FAST_1 = "FastHttpUser (gate's LoadUser), 1 process, core 1"
@@ -186,7 +187,8 @@ def run_locust(locustfile: Path, user: str, processes: int, url: str, users: int
 def run_product_gate(package: Path, url: str, users: int, duration: float, workdir: Path) -> dict[str, Any]:
     """``tasks.gate.run_gate``'s load phase, its Locust pinned to the client core by inheritance."""
     report_dir = workdir / f"gate-{users}u-{time.monotonic_ns()}"
-    deployment = Deployment(Release("gate-capacity", "iris", "1", "", package, ""), Stage.STAGING, Endpoint(url))
+    release = Release("gate-capacity", "iris", "iris", "1", "", package, "")
+    deployment = Deployment(release, Stage.STAGING, Endpoint(url))
     settings = GateSettings(smoke=False, load=LoadProfile(users=users, spawn_rate=users, duration_s=duration))
     affinity = os.sched_getaffinity(0)
     os.sched_setaffinity(0, {int(CLIENT_CPU)})
@@ -243,7 +245,8 @@ def run(args: argparse.Namespace) -> list[Result]:
         host = f"http://127.0.0.1:{port}"
         cmd = ["taskset", "-c", SERVER_CPU, PY, str(ROOT / "benchmarks" / "model_server.py"), "--serve", "empty",
                "--package", str(package), "--port", str(port)]  # fmt: skip
-        env = bench_env(SLIPWAY_GATE_PACKAGE=str(package), SLIPWAY_GATE_BATCH="1", SLIPWAY_API_KEY=KEY)
+        gate = gate_env(Endpoint(host), package, SecretStr(KEY))  # exactly what the gate gives its Locust
+        env = bench_env(**{k: v for k, v in gate.items() if k.startswith("SLIPWAY_")})
         fast, plain = (LOCUSTFILE, "LoadUser"), (HTTP_LOCUSTFILE, "PlainLoadUser")
         rows: list[Row] = []
         for users in args.users:

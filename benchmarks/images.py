@@ -62,8 +62,8 @@ import httpx  # noqa: E402
 from common import PY, bench_env  # noqa: E402
 
 from examples.iris.train import train  # noqa: E402
+from slipway.release import ImageRef  # noqa: E402
 from slipway.spec import ImageSettings, ReleaseSpec  # noqa: E402
-from targets.base import ImageRef  # noqa: E402
 from tasks.image import build, push  # noqa: E402
 from tasks.package import ModelPackage, package_model  # noqa: E402
 

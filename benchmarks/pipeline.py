@@ -222,6 +222,7 @@ def write_spec(kind: str, name: str, model_dir: Path, ports: tuple[int, int], ba
     """A copy of the example spec of ``kind`` for model ``name``; returns it and the gate's load duration."""
     raw = yaml.safe_load((ROOT / "examples" / "iris" / SPECS[kind]).read_text())
     raw["model"].update(name=name, source=str(model_dir / "model.joblib"), samples=str(model_dir / "samples.json"))
+    raw["service"] = name  # the model's own: state, reports and containers are keyed by the service
     raw["staging"]["port"], raw["production"]["port"] = ports
     raw["gate"]["slo"].update(p95_ms=10_000, p99_ms=10_000, min_rps=0)  # the same work; never cut short by noise
     if kind == "docker":
@@ -276,7 +277,7 @@ def docker_events(model: str, log: Path) -> Iterator[None]:
     """Record the engine's events of ``model``'s containers (one JSON object a line) while the block runs."""
     with log.open("wb") as out:
         proc = subprocess.Popen(["docker", "events", "--format", "{{json .}}", "--filter", "type=container",
-                                 "--filter", f"label=io.slipway.model={model}"],
+                                 "--filter", f"label=io.slipway.service={model}"],
                                 stdout=out, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)  # fmt: skip
         try:
             yield
