@@ -9,11 +9,13 @@ server's arguments and environment, as the platform starts it (first match wins)
     contract   recognized by                       HTTP port               served besides the generic routes
     lambda     AWS_LAMBDA_RUNTIME_API is set       none (the runtime API)  events → ``serving.lambda_runtime``
     sagemaker  the argument ``serve``              8080                    GET /ping, POST /invocations
-    vertex     AIP_HTTP_PORT or AIP_PREDICT_ROUTE  AIP_HTTP_PORT (8080)    AIP_HEALTH_ROUTE, AIP_PREDICT_ROUTE
+    vertex     AIP_PREDICT_ROUTE is set            AIP_HTTP_PORT (8080)    AIP_HEALTH_ROUTE, AIP_PREDICT_ROUTE
     cloudrun   K_SERVICE is set                    $PORT (8080)            none; shuts down within Cloud Run's 10 s
     generic    anything else (Kubernetes, Docker)  $PORT, else 8000        none
 
-An explicit ``--port`` or ``--graceful-timeout`` wins over the contract's. The generic routes
+Vertex AI always sets all three AIP_ variables; AIP_PREDICT_ROUTE decides, since a Kubernetes
+Service named ``aip-http`` would also put an AIP_HTTP_PORT in every pod's environment. An explicit
+``--port`` or ``--graceful-timeout`` wins over the contract's. The generic routes
 (/predict, /health, /ready, /metadata, /metrics) are served under every HTTP contract.
 
 Authentication is the same everywhere: on, with ``SLIPWAY_API_KEY``, unless turned off
@@ -138,7 +140,7 @@ def detect(
         if (sagemaker_model_dir / "package.json").is_file():
             package = sagemaker_model_dir
         contract = Contract("sagemaker", SAGEMAKER_PORT, SAGEMAKER, SAGEMAKER_GRACEFUL_TIMEOUT_S, package)
-    elif "AIP_HTTP_PORT" in environ or "AIP_PREDICT_ROUTE" in environ:
+    elif environ.get("AIP_PREDICT_ROUTE"):
         routes = vertex(environ.get("AIP_HEALTH_ROUTE") or GENERIC.health,
                         environ.get("AIP_PREDICT_ROUTE") or GENERIC.predict)  # fmt: skip
         port = _port(environ.get("AIP_HTTP_PORT"), "AIP_HTTP_PORT", VERTEX_PORT)

@@ -84,6 +84,8 @@ def test_vertex_takes_its_port_and_routes() -> None:
     assert detect([], {**VERTEX_ENV, "AIP_HTTP_PORT": "8555", "K_SERVICE": "x"}).port == 8555
     with pytest.raises(ValueError, match="AIP_PREDICT_ROUTE='predict' is not a path"):
         detect([], {**VERTEX_ENV, "AIP_PREDICT_ROUTE": "predict"})
+    # a Kubernetes Service named aip-http puts AIP_HTTP_PORT=tcp://... in pods' environments: not Vertex
+    assert detect([], {"AIP_HTTP_PORT": "tcp://10.0.0.7:80"}).name == "generic"
 
 
 def test_lambda_wins_and_has_no_port(no_model_data: Path) -> None:
@@ -100,7 +102,7 @@ def test_lambda_wins_and_has_no_port(no_model_data: Path) -> None:
         ([], {"PORT": "http"}, "PORT='http' is not a port number"),
         ([], {"PORT": "70000"}, "PORT='70000'"),
         ([], {"K_SERVICE": "x", "PORT": "-1"}, "PORT='-1'"),
-        ([], {"AIP_HTTP_PORT": "x"}, "AIP_HTTP_PORT='x'"),
+        ([], {**VERTEX_ENV, "AIP_HTTP_PORT": "x"}, "AIP_HTTP_PORT='x'"),
         (["--graceful-timeout", "soon"], {}, "--graceful-timeout='soon'"),
     ],
 )
