@@ -1,6 +1,7 @@
 """Benchmark Slipway's model server against MLflow's and BentoML's, and against its own limits, in one run.
 
     .venv/bin/python benchmarks/model_server.py [--duration 10] [--repeat 3] [--skip-mlflow] [--skip-bentoml]
+                                                [--only NAME] [--baseline REV]
 
 Two models: the example model (logistic regression on iris, 4 features) and a heavier one
 (gradient boosting, 100 trees of depth 3, on 20 features of sklearn's ``make_classification``, 4,000
@@ -20,6 +21,12 @@ round; the tables show each row's median round. Rows of a cell:
   empty ASGI     a raw ASGI app that reads the body and returns a constant, on the same uvicorn
                  setup as Slipway: the ceiling of the web stack for that body
   slipway        ``python -m serving`` (the real launcher, auth on)
+  baseline       (with ``--baseline REV``) the same launcher and model on the ``serving/`` code of git
+                 revision REV: a change to the server measured against what it replaces, in one run
+  sagemaker      (iris, 64 connections) the same server under SageMaker's contract (``serve``): POST
+                 /invocations with the same body
+  vertex         (iris, 64 connections) under Vertex AI's contract (AIP_* variables): POST to
+                 AIP_PREDICT_ROUTE with ``{"instances": [...]}``
   ablations      (iris, 1 row, 64 connections only) Slipway's app with uvicorn's access log on; with
                  asyncio + h11 instead of uvloop + httptools; with asyncio only (httptools kept);
                  the same model behind a FastAPI sync endpoint (pydantic body)
@@ -73,6 +80,9 @@ CELLS = [(model, rows, connections) for model in MODELS for rows in ROWS for con
 INPROCESS = "in-process: JSON → parse → predict → JSON"
 EMPTY = "empty raw-ASGI endpoint (same uvicorn setup)"
 SLIPWAY = "slipway (python -m serving, auth on)"
+BASELINE = "slipway baseline (serving/ of --baseline REV)"
+SAGEMAKER = "slipway, SageMaker contract: POST /invocations"
+VERTEX = "slipway, Vertex contract: POST AIP_PREDICT_ROUTE, instances"
 ACCESS_LOG = "ablation: + uvicorn access log"
 ASYNCIO = "ablation: asyncio loop + h11"
 ASYNCIO_HTTPTOOLS = "ablation: asyncio loop (httptools kept)"
@@ -80,11 +90,15 @@ FASTAPI = "ablation: FastAPI sync endpoint"
 MLFLOW = "mlflow models serve (defaults: 1 worker)"
 BENTOML = "bentoml serve (defaults: 1 worker)"
 WORKERS = "slipway --workers 2 (unpinned)"
-ORDER = [INPROCESS, EMPTY, SLIPWAY, ACCESS_LOG, ASYNCIO, ASYNCIO_HTTPTOOLS, FASTAPI, MLFLOW, BENTOML, WORKERS]
+ORDER = [INPROCESS, EMPTY, SLIPWAY, BASELINE, SAGEMAKER, VERTEX, ACCESS_LOG, ASYNCIO, ASYNCIO_HTTPTOOLS, FASTAPI,
+         MLFLOW, BENTOML, WORKERS]  # fmt: skip
 ONLY_IN = {  # rows measured in some cells only; every other row is in every cell
     **{name: [("iris", 1, 64)] for name in (ACCESS_LOG, ASYNCIO, ASYNCIO_HTTPTOOLS, FASTAPI)},
+    **{name: [("iris", 1, 64), ("iris", BATCH, 64)] for name in (SAGEMAKER, VERTEX)},
     WORKERS: [("iris", 1, 64), ("gbm", 1, 64)],  # the heavier model is where a second worker should matter
 }
+VERTEX_ROUTE = "/v1/endpoints/1/deployedModels/2:predict"
+VERTEX_ENV = {"AIP_HEALTH_ROUTE": "/v1/endpoints/1/deployedModels/2", "AIP_PREDICT_ROUTE": VERTEX_ROUTE}
 NO_TELEMETRY = {"MLFLOW_DISABLE_TELEMETRY": "true", "BENTOML_DO_NOT_TRACK": "true", "DO_NOT_TRACK": "true"}
 
 
@@ -110,8 +124,8 @@ class Model:
     batch: list[list[float]]
     expected: list[Any]
 
-    def body(self, rows: int) -> str:
-        return json.dumps({"inputs": self.batch[:rows]})
+    def body(self, rows: int, key: str = "inputs") -> str:
+        return json.dumps({key: self.batch[:rows]})
 
 
 def _batch(x: Any) -> list[list[float]]:
@@ -175,6 +189,7 @@ class Server:
     key: str | None
     pinned: bool
     note: str = ""
+    body_key: str = "inputs"  # the JSON key of the rows on this server's route
 
 
 @dataclass
@@ -192,6 +207,30 @@ class Target:
     @property
     def label(self) -> str:
         return f"{self.model}, {self.rows} row(s), {self.connections} conn: {self.server.name}"
+
+
+def baseline_code(rev: str, work: Path) -> Path:
+    """``serving/`` as of git revision ``rev``, written under ``work``: the directory for PYTHONPATH.
+
+    Checked: ``python -m serving`` run from ``work`` with that PYTHONPATH imports this copy, not the
+    tree's (which the editable install also offers).
+    """
+    out = work / "baseline"
+    if (out / "serving").is_dir():
+        return out
+    git = ["git", "-C", str(ROOT)]
+    names = subprocess.run([*git, "ls-tree", "--name-only", f"{rev}:serving"], check=True, capture_output=True,
+                           text=True).stdout.split()  # fmt: skip
+    (out / "serving").mkdir(parents=True)
+    for name in names:
+        if name.endswith(".py"):
+            code = subprocess.run([*git, "show", f"{rev}:serving/{name}"], check=True, capture_output=True).stdout
+            (out / "serving" / name).write_bytes(code)
+    probe = subprocess.run([PY, "-c", "import serving; print(serving.__file__)"], cwd=work, check=True, text=True,
+                           capture_output=True, env=bench_env(PYTHONPATH=str(out))).stdout.strip()  # fmt: skip
+    if Path(probe).parent != out / "serving":
+        raise RuntimeError(f"the baseline server would import {probe}, not the code of {rev} in {out}")
+    return out
 
 
 def check_answer(target: Target, expected: list[Any]) -> None:
@@ -232,7 +271,30 @@ def summarize(target: Target) -> Result:
         rates = ", ".join(f"{r['rps']:,.0f}" for r in runs)
         note = f"{note}; runs {rates}".lstrip("; ")
     return Result(target.server.name, model=target.model, rows=target.rows, connections=target.connections,
-                  note=note, extra={"wrk": raw, "runs": [r["rps"] for r in runs]}, **stats)  # fmt: skip
+                  note=note, extra={"wrk": raw, "runs": [r["rps"] for r in runs],
+                                    "cpu_us": [1e6 * r["server_cpu"] / r["rps"] for r in runs]}, **stats)  # fmt: skip
+
+
+SIDE_BY_SIDE = (SLIPWAY, BASELINE, SAGEMAKER, VERTEX)  # one server's variants, compared with each other
+
+
+def paired(targets: list[Target], round_: int) -> list[Target]:
+    """The round's visiting order: the variants of SIDE_BY_SIDE one after the other for each cell,
+    in an order rotated every round, so that their ratios compare runs under the same machine load."""
+    twins: dict[tuple[str, int, int], list[Target]] = {}
+    for target in targets:
+        if target.server.name in SIDE_BY_SIDE[1:]:
+            twins.setdefault((target.model, target.rows, target.connections), []).append(target)
+    order: list[Target] = []
+    for target in targets:
+        if target.server.name in SIDE_BY_SIDE[1:]:
+            continue
+        group = [target]
+        if target.server.name == SLIPWAY:
+            group += twins.get((target.model, target.rows, target.connections), [])
+        shift = round_ % len(group)
+        order += group[shift:] + group[:shift]
+    return order
 
 
 # --- server variants (run as `benchmarks/model_server.py --serve VARIANT ...`; ablations live here) -----
@@ -375,6 +437,8 @@ def run(args: argparse.Namespace) -> list[Result]:
         wanted = [name for name in wanted if name != MLFLOW]
     if args.skip_bentoml or not shutil.which("bentoml", path=str(Path(PY).parent)):
         wanted = [name for name in wanted if name != BENTOML]
+    if not args.baseline:
+        wanted = [name for name in wanted if name != BASELINE]
     if not importlib.util.find_spec("fastapi"):
         wanted = [name for name in wanted if name != FASTAPI]
     try:
@@ -383,12 +447,13 @@ def run(args: argparse.Namespace) -> list[Result]:
         with contextlib.ExitStack() as stack:
 
             def start(name: str, model: Model, cmd: list[str], url: str, key: str | None, pinned: bool = True,
-                      env: dict[str, str] | None = None, note: str = "") -> Server:  # fmt: skip
+                      env: dict[str, str] | None = None, note: str = "",
+                      body_key: str = "inputs") -> Server:  # fmt: skip
                 if pinned:
                     cmd = ["taskset", "-c", SERVER_CPU, *cmd]
                 log = re.sub(r"\W+", "-", f"{model.name} {name}")
-                proc = stack.enter_context(started(cmd, url, model.body(1), key, work, log, env=env))
-                return Server(name, proc, url, key, pinned, note)
+                proc = stack.enter_context(started(cmd, url, model.body(1, body_key), key, work, log, env=env))
+                return Server(name, proc, url, key, pinned, note, body_key)
 
             def variant(name: str, which: str, note: str, model: Model) -> Server:
                 port = free_port()
@@ -396,12 +461,19 @@ def run(args: argparse.Namespace) -> list[Result]:
                 url = f"http://127.0.0.1:{port}/predict"
                 return start(name, model, cmd, url, None if which == "empty" else KEY, note=note)
 
-            def slipway(name: str, workers: int, pinned: bool, model: Model, note: str = "") -> Server:
+            def slipway(name: str, workers: int, pinned: bool, model: Model, note: str = "", path: str = "/predict",
+                        extra: tuple[str, ...] = (), env: dict[str, str] | None = None,
+                        body_key: str = "inputs") -> Server:  # fmt: skip
                 port = free_port()
                 cmd = [PY, "-m", "serving", "--package", str(model.package), "--port", str(port),
-                       "--workers", str(workers)]  # fmt: skip
-                url = f"http://127.0.0.1:{port}/predict"
-                return start(name, model, cmd, url, KEY, pinned, bench_env(SLIPWAY_API_KEY=KEY), note)
+                       "--workers", str(workers), *extra]  # fmt: skip
+                url = f"http://127.0.0.1:{port}{path}"
+                server_env = bench_env(SLIPWAY_API_KEY=KEY, **(env or {}))
+                return start(name, model, cmd, url, KEY, pinned, server_env, note, body_key)
+
+            def baseline(model: Model) -> Server:
+                env = {"PYTHONPATH": str(baseline_code(args.baseline, work))}
+                return slipway(BASELINE, 1, True, model, f"serving/ of {args.baseline}", env=env)
 
             def mlflow(model: Model) -> Server:
                 mlflow_dir = work / f"{model.name}-mlflow-model"
@@ -426,6 +498,13 @@ def run(args: argparse.Namespace) -> list[Result]:
             starters: dict[str, Callable[[Model], Server]] = {
                 EMPTY: lambda model: variant(EMPTY, "empty", "web stack ceiling", model),
                 SLIPWAY: lambda model: slipway(SLIPWAY, 1, True, model),
+                BASELINE: baseline,
+                SAGEMAKER: lambda model: slipway(
+                    SAGEMAKER, 1, True, model, "python -m serving ... serve", "/invocations", ("serve",)
+                ),
+                VERTEX: lambda model: slipway(
+                    VERTEX, 1, True, model, "AIP_* routes", VERTEX_ROUTE, env=VERTEX_ENV, body_key="instances"
+                ),
                 ACCESS_LOG: lambda model: variant(ACCESS_LOG, "access-log", "access lines to a file", model),
                 ASYNCIO: lambda model: variant(ASYNCIO, "asyncio-h11", "instead of uvloop + httptools", model),
                 ASYNCIO_HTTPTOOLS: lambda model: variant(
@@ -443,7 +522,7 @@ def run(args: argparse.Namespace) -> list[Result]:
                     continue
                 for model in dict.fromkeys(m for m, _, _ in cells(name)):
                     server = starters[name](models[model])
-                    mine = [Target(server, model, rows, connections, models[model].body(rows))
+                    mine = [Target(server, model, rows, connections, models[model].body(rows, server.body_key))
                             for m, rows, connections in cells(name) if m == model]  # fmt: skip
                     mine[0].warm_up = True
                     targets += mine
@@ -459,7 +538,7 @@ def run(args: argparse.Namespace) -> list[Result]:
                         for rows in ROWS:
                             runs = inproc_runs.setdefault((model.name, rows), [])
                             runs.append(_inprocess_run(me, model, rows, work, args))
-                for target in targets:
+                for target in paired(targets, round_):
                     measure_once(target, args, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -581,6 +660,64 @@ def summary(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def _per_round(ours: Result, theirs: Result, what: str = "runs") -> tuple[float, str]:
+    """The median over rounds of ours ÷ theirs measured in the same round, and each round's ratio."""
+    ratios = [a / b for a, b in zip(ours.extra[what], theirs.extra[what], strict=True)]
+    return _median(ratios), ", ".join(f"{r:.3f}" for r in ratios)
+
+
+def contract_summary(results: list[Result]) -> str:
+    """The same server measured against itself: the baseline revision's code on /predict, and the
+    SageMaker and Vertex routes; ratios of runs measured next to each other in the same round,
+    median over rounds. Server CPU per request moves less with the rest of the machine than req/s."""
+    lines: list[str] = []
+    pairs = [(cell, _find(results, SLIPWAY, cell), _find(results, BASELINE, cell)) for cell in CELLS]
+    if any(base for _, _, base in pairs):
+        lines += [
+            "| cell | slipway req/s | baseline req/s | req/s ÷ baseline (per round) | CPU µs/req slipway / baseline "
+            "(÷, per round) | p95 ms slipway / baseline |",
+            "|---|---:|---:|---|---|---|",
+        ]
+        for (model, rows, connections), ours, base in pairs:
+            if ours is None or base is None:
+                continue
+            rate, rates = _per_round(ours, base)
+            cpu, cpus = _per_round(ours, base, "cpu_us")
+            lines.append(
+                f"| {model}, {rows} row(s), {connections} conn | {ours.rps:,.0f} | {base.rps:,.0f} | {rate:.3f} "
+                f"({rates}) | {_median(ours.extra['cpu_us']):,.0f} / {_median(base.extra['cpu_us']):,.0f} "
+                f"({cpu:.3f}: {cpus}) | {ours.p95_ms or 0:.2f} / {base.p95_ms or 0:.2f} |"
+            )
+    contract_cells = [c for c in ONLY_IN[SAGEMAKER] if _find(results, SLIPWAY, c)]
+    if any(_find(results, name, c) for name in (SAGEMAKER, VERTEX) for c in contract_cells):
+        lines += [
+            "",
+            "| cell | /predict req/s | SageMaker /invocations req/s (÷ /predict; CPU µs/req ÷) "
+            "| Vertex route req/s (÷ /predict; CPU µs/req ÷) |",
+            "|---|---:|---:|---:|",
+        ]
+        for cell in contract_cells:
+            ours = _find(results, SLIPWAY, cell)
+            assert ours is not None
+            shown = []
+            for name in (SAGEMAKER, VERTEX):
+                other = _find(results, name, cell)
+                if other is None:
+                    shown.append("")
+                    continue
+                rate, cpu = _per_round(other, ours)[0], _per_round(other, ours, "cpu_us")[0]
+                shown.append(f"{other.rps:,.0f} ({rate:.3f}; {cpu:.3f})")
+            model, rows, connections = cell
+            lines.append(f"| {model}, {rows} row(s), {connections} conn | {ours.rps:,.0f} | {' | '.join(shown)} |")
+    return "\n".join(lines)
+
+
 def _versions() -> dict[str, str]:
     versions = {"python": platform.python_version()}
     for dist in ("scikit-learn", "uvicorn", "mlflow", "bentoml"):
@@ -597,6 +734,7 @@ def main() -> None:
     parser.add_argument("--skip-mlflow", action="store_true")
     parser.add_argument("--skip-bentoml", action="store_true")
     parser.add_argument("--only", default="", help="run only variants whose name contains this (e.g. slipway)")
+    parser.add_argument("--baseline", default="", metavar="REV", help="also run the serving/ code of this revision")
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     parser.add_argument("--package", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -622,6 +760,8 @@ def main() -> None:
           f"{', '.join(f'{k} {v}' for k, v in versions.items())}\n")  # fmt: skip
     print(table(results))
     print(f"\n{summary(results)}")
+    if extra := contract_summary(results):
+        print(f"\n{extra}")
     out_dir = ROOT / "benchmarks" / "out"
     out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / f"serving-{time.strftime('%Y%m%d-%H%M%S')}.json"

@@ -1,4 +1,9 @@
-"""The raw ASGI app: /predict, /health, /ready, /metadata, /metrics.
+"""The raw ASGI app: /predict, /health, /ready, /metadata, /metrics, and its contract's routes.
+
+The routes of the platform contract (``serving.contract.Routes``: SageMaker's /ping and
+/invocations, Vertex AI's health and predict routes with ``instances``) are served in addition to
+the generic ones, and through the same code: the contract's predict route differs from /predict only
+in its path and the JSON key holding the rows.
 
 No framework: ``POST /predict`` is one header scan (auth + content-length), one ``receive``, orjson
 parse, ``LoadedModel.to_matrix``, ``model.predict`` called inline on the event loop (a 1-row
@@ -13,11 +18,13 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import asdict
 from typing import Any
 
 import orjson
 
 from serving import SERVER_NAME, __version__
+from serving.contract import GENERIC, Routes
 from serving.metrics import Metrics
 from serving.model import InputError, LoadedModel, framework_report, runtime_versions
 
@@ -34,7 +41,7 @@ _OPT_NUMPY = orjson.OPT_SERIALIZE_NUMPY
 _CONTENT_JSON = (b"content-type", b"application/json")
 _CONTENT_TEXT = (b"content-type", b"text/plain; version=0.0.4; charset=utf-8")
 _CHALLENGE = (b"www-authenticate", b'Bearer realm="slipway"')
-_OPEN_PATHS = frozenset({"/health", "/ready"})
+_GET = ("GET", "HEAD")
 _OTHER_PATH = "other"  # the metrics label for unknown paths, so clients cannot blow up label cardinality
 
 
@@ -51,9 +58,10 @@ def _json_default(value: Any) -> Any:
 class SlipwayApp:
     """ASGI 3 app serving one loaded, verified model."""
 
-    def __init__(self, model: LoadedModel, api_key: str | None, max_body_bytes: int) -> None:
+    def __init__(self, model: LoadedModel, api_key: str | None, max_body_bytes: int, routes: Routes = GENERIC) -> None:
         manifest = model.manifest
         self.model = model
+        self.routes = routes
         self.max_body_bytes = max_body_bytes
         self.ready = True  # the model is loaded and self-checked; the launcher clears it when draining
         self._key = api_key.encode() if api_key is not None else None
@@ -64,11 +72,25 @@ class SlipwayApp:
         self._expected = f"{model.expected}; send it as JSON with POST /predict"
         self._last_error_log = 0.0
         self._routes: dict[str, tuple[tuple[str, ...], Callable[[], Response]]] = {
-            "/health": (("GET", "HEAD"), self._health),
-            "/ready": (("GET", "HEAD"), self._ready),
-            "/metadata": (("GET", "HEAD"), self._metadata),
-            "/metrics": (("GET", "HEAD"), self._metrics),
+            "/health": (_GET, self._health),
+            "/ready": (_GET, self._ready),
+            "/metadata": (_GET, self._metadata),
+            "/metrics": (_GET, self._metrics),
         }
+        # the contract's routes, besides the generic ones (a contract's health route that is also
+        # its readiness route answers readiness: SageMaker's /ping, Vertex's health route)
+        contract_routes = {
+            routes.ready: self._ready,
+            **({routes.health: self._health} if routes.health != routes.ready else {}),
+            **({routes.metadata: self._metadata} if routes.metadata else {}),
+            **({routes.metrics: self._metrics} if routes.metrics else {}),
+        }
+        for path, handler in contract_routes.items():
+            self._routes.setdefault(path, (_GET, handler))
+        self._open_paths = frozenset({"/health", "/ready", routes.health, routes.ready})
+        # /predict takes "inputs" unless the contract's predict route is /predict itself
+        self._predict_key = routes.request_key if routes.predict == "/predict" else "inputs"
+        self._contract_predict = routes.predict if routes.predict != "/predict" else None
         self._metadata_base: dict[str, Any] = {
             "name": manifest.name,
             "version": manifest.version,
@@ -87,6 +109,7 @@ class SlipwayApp:
             "server": {"name": SERVER_NAME, "version": __version__},
             "auth": self._key is not None,
             "max_body_bytes": max_body_bytes,
+            "routes": asdict(routes),
         }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -107,7 +130,9 @@ class SlipwayApp:
                         [_CONTENT_JSON, (b"allow", b"POST")],
                     )
                 else:
-                    response = await self._handle_predict(scope, receive)
+                    response = await self._handle_predict(scope, receive, self._predict_key)
+            elif path == self._contract_predict:
+                response = await self._predict_route(scope, receive, path)
             else:
                 if path not in self._routes:
                     path = _OTHER_PATH
@@ -145,7 +170,17 @@ class SlipwayApp:
             [_CONTENT_JSON, _CHALLENGE],
         )
 
-    async def _handle_predict(self, scope: Scope, receive: Receive) -> Response:
+    async def _predict_route(self, scope: Scope, receive: Receive, path: str) -> Response:
+        """The contract's predict route (e.g. SageMaker's /invocations): /predict under another path."""
+        if not self._authorized(scope):
+            return self._unauthorized()
+        key = self.routes.request_key
+        if scope["method"] != "POST":
+            message = f"{scope['method']} is not allowed on {path}; use POST. {self._expectation(key)}"
+            return 405, _error(message), [_CONTENT_JSON, (b"allow", b"POST")]
+        return await self._handle_predict(scope, receive, key)
+
+    async def _handle_predict(self, scope: Scope, receive: Receive, key: str) -> Response:
         limit = self.max_body_bytes
         for name, value in scope["headers"]:
             if name == b"content-length":
@@ -167,27 +202,32 @@ class SlipwayApp:
             body = b"".join(parts)
         elif len(body) > limit:
             return self._too_large()
-        status, out = self.predict_bytes(body)
+        status, out = self.predict_bytes(body, key)
         return status, out, [_CONTENT_JSON]
 
     def _too_large(self) -> Response:
         message = f"request body is larger than the limit of {self.max_body_bytes} bytes; send smaller batches"
         return 413, _error(message), [_CONTENT_JSON, (b"connection", b"close")]
 
-    def predict_bytes(self, body: bytes) -> tuple[int, bytes]:
-        """JSON request body → (status, JSON response body). The whole predict path minus HTTP."""
+    def predict_bytes(self, body: bytes, key: str = "inputs") -> tuple[int, bytes]:
+        """JSON request body → (status, JSON response body). The whole predict path minus HTTP.
+
+        ``key`` is the JSON key holding the rows: "inputs" (Slipway, SageMaker), "instances" (Vertex
+        AI), "features" (one row, in Lambda's direct invokes). The answer is ``{"predictions": [...]}``.
+        """
         try:
             payload = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
             what = "empty" if not body else f"not valid JSON ({exc})"
-            return 400, _error(f"request body is {what}; {self._expected}")
-        if type(payload) is not dict or "inputs" not in payload:
-            what = 'has no "inputs" key' if type(payload) is dict else "is not a JSON object"
-            return 400, _error(f"request body {what}; {self._expected}")
+            return 400, _error(f"request body is {what}; {self._expectation(key)}")
+        if type(payload) is not dict or key not in payload:
+            what = f'has no "{key}" key' if type(payload) is dict else "is not a JSON object"
+            return 400, _error(f"request body {what}; {self._expectation(key)}")
         try:
-            matrix = self._to_matrix(payload["inputs"])
+            matrix = self._to_matrix(payload[key])
         except InputError as exc:
-            return exc.status, _error(str(exc))
+            message = str(exc) if key == "inputs" else str(exc).replace('"inputs"', f'"{key}"')
+            return exc.status, _error(message)
         try:
             predictions = self._predict(matrix)
         except Exception as exc:
@@ -197,6 +237,15 @@ class SlipwayApp:
             return 200, orjson.dumps({"predictions": predictions}, option=_OPT_NUMPY)
         except TypeError:  # an array dtype orjson cannot serialize (str, object) or a non-array
             return self._encode_slow(predictions)
+
+    def _expectation(self, key: str) -> str:
+        """What a request should look like (error path only)."""
+        if key == "inputs":
+            return self._expected
+        expected = self.model.expected.replace('"inputs"', f'"{key}"')
+        if key == self.routes.request_key:
+            return f"{expected}; send it as JSON with POST {self.routes.predict}"
+        return expected
 
     def _encode_slow(self, predictions: Any) -> tuple[int, bytes]:
         try:
@@ -214,11 +263,12 @@ class SlipwayApp:
         return 500, _error(f"the model {what} {type(exc).__name__}: {exc}")
 
     def _dispatch(self, scope: Scope, path: str) -> Response:
-        if path not in _OPEN_PATHS and not self._authorized(scope):
+        if path not in self._open_paths and not self._authorized(scope):
             return self._unauthorized()
         route = self._routes.get(path)
         if route is None:
-            known = ", ".join(["POST /predict", *(f"GET {p}" for p in self._routes)])
+            posts = ["/predict", *([self._contract_predict] if self._contract_predict else [])]
+            known = ", ".join([*(f"POST {p}" for p in posts), *(f"GET {p}" for p in self._routes)])
             return 404, _error(f"no such path {path!r}; this server answers {known}"), [_CONTENT_JSON]
         methods, handler = route
         if scope["method"] not in methods:

@@ -2,38 +2,56 @@
 
     python -m serving --package DIR [--host 127.0.0.1] [--port N] [--control-port 0]
                       [--ready-file PATH] [--workers 1] [--no-auth] [--max-body-bytes N]
-                      [--graceful-timeout 30] [--loop uvloop|asyncio] [--log-level warning]
+                      [--graceful-timeout S] [--loop uvloop|asyncio] [--log-level warning] [serve]
+
+The platform's contract (``serving.contract.detect``: generic, Cloud Run, SageMaker, Vertex AI,
+Lambda) decides the default port, the routes served besides the generic ones, the graceful timeout
+and, on SageMaker, the package (/opt/ml/model when it holds one). Under Lambda
+(``AWS_LAMBDA_RUNTIME_API`` set) no socket is bound: the model is loaded the same way and the
+runtime interface client runs in this process (``serving.lambda_runtime``).
 
 Order matters: the public socket is bound (SO_REUSEPORT) first, so a taken port fails fast, but it
 listens only once the model is loaded and self-checked; a bound socket that is not listening gets no
 connections, so a new release joining a port under traffic never queues requests behind its model
 load. Exit codes: 0 after a graceful shutdown (SIGTERM/SIGINT), 1 unexpected error, 2 bad
 configuration (usage, no API key), 3 the package cannot be served (unreadable, sha256 mismatch,
-golden sample mismatch), 4 a port cannot be bound.
+golden sample mismatch), 4 a port cannot be bound (``serving.contract.EXIT_REASONS``).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import importlib.util
 import json
 import os
 import socket
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from serving import DEFAULT_MAX_BODY_BYTES, SERVER_NAME
+from serving.contract import (
+    EXIT_BIND,
+    EXIT_CONFIG,
+    EXIT_ERROR,
+    EXIT_PACKAGE,
+    SAGEMAKER_COMMAND,
+    SAGEMAKER_MODEL_DIR,
+    Contract,
+    Routes,
+    api_key,
+    detect,
+)
 
 if TYPE_CHECKING:
     import uvicorn
 
     from serving.app import SlipwayApp
 
-EXIT_ERROR, EXIT_CONFIG, EXIT_PACKAGE, EXIT_BIND = 1, 2, 3, 4
-_AUTH_ON = frozenset({"", "key", "bearer", "on"})
 _BACKLOG = 2048
 
 
@@ -54,39 +72,33 @@ class Bound:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m serving", description="Serve one Slipway model package.")
+    parser = argparse.ArgumentParser(
+        prog="python -m serving", description="Serve one Slipway model package.", allow_abbrev=False
+    )  # no abbreviations: serving.contract.detect reads the same arguments
     parser.add_argument("--package", type=Path, required=True, help="package directory (with package.json)")
     parser.add_argument("--host", default="127.0.0.1", help="public address (0.0.0.0 in images)")
     parser.add_argument(
-        "--port", type=int, default=None, help="public port, SO_REUSEPORT (default: $PORT, else 8000; 0 = ephemeral)"
+        "--port", type=int, default=None, help="public port, SO_REUSEPORT (default: the contract's; 0 = ephemeral)"
     )
     parser.add_argument("--control-port", type=int, default=None, help="extra 127.0.0.1 port (0 = ephemeral)")
     parser.add_argument("--ready-file", type=Path, default=None, help="JSON written once serving")
     parser.add_argument("--workers", type=int, default=1, help="processes sharing the sockets")
     parser.add_argument("--no-auth", action="store_true", help="serve without API key (deliberately)")
     parser.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES)
-    parser.add_argument("--graceful-timeout", type=int, default=30, help="seconds to finish requests on SIGTERM")
+    parser.add_argument(
+        "--graceful-timeout",
+        type=int,
+        default=None,
+        help="seconds to finish requests on SIGTERM (default: the contract's)",
+    )
     parser.add_argument(
         "--loop", default="uvloop", choices=["uvloop", "asyncio"], help="event loop (default uvloop; see BENCHMARKS)"
     )
     parser.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"])
+    parser.add_argument(
+        "command", nargs="?", choices=[SAGEMAKER_COMMAND], help="SageMaker's start argument (port 8080, /ping)"
+    )
     return parser
-
-
-def _api_key(no_auth: bool) -> str | None:
-    mode = os.environ.get("SLIPWAY_AUTH", "").strip().lower()
-    if no_auth or mode == "none":
-        return None
-    if mode not in _AUTH_ON:
-        raise Fatal(EXIT_CONFIG, f"SLIPWAY_AUTH={mode!r} is not understood; unset it, or set 'none' to disable auth")
-    key = os.environ.get("SLIPWAY_API_KEY", "").strip()
-    if not key:
-        raise Fatal(
-            EXIT_CONFIG,
-            "authentication is on but SLIPWAY_API_KEY is not set: set SLIPWAY_API_KEY to the key clients "
-            "must send, or pass --no-auth (or SLIPWAY_AUTH=none) to serve without authentication deliberately",
-        )
-    return key
 
 
 def _bind(host: str, port: int, what: str, reuseport: bool) -> socket.socket:
@@ -113,14 +125,14 @@ def _bind(host: str, port: int, what: str, reuseport: bool) -> socket.socket:
     return sock
 
 
-def _load(args: argparse.Namespace, api_key: str | None) -> SlipwayApp:
+def _load(package: Path, key: str | None, routes: Routes, max_body_bytes: int) -> SlipwayApp:
     from serving import create_app
     from serving.model import PackageError, configure_sklearn
 
     try:
-        app = create_app(args.package, api_key=api_key, max_body_bytes=args.max_body_bytes)
+        app = create_app(package, api_key=key, max_body_bytes=max_body_bytes, routes=routes)
     except PackageError as exc:
-        raise Fatal(EXIT_PACKAGE, f"refusing to serve {args.package}: {exc}") from None
+        raise Fatal(EXIT_PACKAGE, f"refusing to serve {package}: {exc}") from None
     configure_sklearn()  # after the load: a package refused early never pays for importing sklearn
     return app
 
@@ -140,7 +152,7 @@ def _config(app: SlipwayApp, args: argparse.Namespace) -> uvicorn.Config:
         log_level=args.log_level,
         proxy_headers=False,
         server_header=False,
-        timeout_graceful_shutdown=args.graceful_timeout,
+        timeout_graceful_shutdown=args.contract.graceful_timeout_s,
     )
 
 
@@ -155,16 +167,22 @@ def _announce(app: SlipwayApp, bound: Bound, args: argparse.Namespace) -> None:
     manifest = app.model.manifest
     port = bound.public.getsockname()[1]
     control_port = bound.control.getsockname()[1] if bound.control is not None else None
+    contract: Contract = args.contract
     if args.ready_file is not None:
         _write_ready_file(args.ready_file, {
             "pid": os.getpid(), "port": port, "control_port": control_port, "sha256": manifest.sha256,
             "name": manifest.name, "version": manifest.version, "workers": args.workers, "host": args.host,
+            "contract": contract.name,
         })  # fmt: skip
     control = f", control 127.0.0.1:{control_port}" if control_port is not None else ""
-    auth = "on" if app.auth else "OFF (--no-auth)"
+    auth = "on" if app.auth else "OFF (--no-auth or SLIPWAY_AUTH=none)"
+    routes, extra = contract.routes, ""
+    if contract.name != "generic":
+        extra = f"; {contract.name} contract: POST {routes.predict}, GET {routes.ready}"
     print(
         f"{SERVER_NAME}: serving {manifest.name} {manifest.version} (sha256 {manifest.sha256[:12]}) on "
-        f"{args.host}:{port}{control}; {args.workers} worker(s); auth {auth}",
+        f"{args.host}:{port}{control}; {args.workers} worker(s); auth {auth}{extra}; "
+        f"graceful shutdown {contract.graceful_timeout_s} s",
         file=sys.stderr, flush=True,
     )  # fmt: skip
 
@@ -176,25 +194,61 @@ def _serve_one(app: SlipwayApp, bound: Bound, args: argparse.Namespace) -> int:
     return 0
 
 
+def _package(contract: Contract, args: argparse.Namespace) -> Path:
+    """The package to serve: the contract's (SageMaker model data) or ``--package``; says which on SageMaker."""
+    if contract.name == "sagemaker":
+        if contract.package_dir == SAGEMAKER_MODEL_DIR:
+            _say(f"serving the SageMaker model data in {SAGEMAKER_MODEL_DIR} instead of {args.package}")
+        else:
+            with contextlib.suppress(OSError):
+                if any(SAGEMAKER_MODEL_DIR.iterdir()):
+                    _say(f"{SAGEMAKER_MODEL_DIR} holds no package.json: serving the image's package {args.package}")
+    return contract.package_dir or args.package
+
+
+def _serve_lambda(package: Path, key: str | None, args: argparse.Namespace) -> int:
+    """Load the model once (the cold start's init), then answer Lambda's events with it in this process."""
+    if importlib.util.find_spec("awslambdaric") is None:
+        raise Fatal(EXIT_CONFIG, "AWS_LAMBDA_RUNTIME_API is set but awslambdaric (the runtime client) is not installed")
+    started = time.perf_counter()
+    app = _load(package, key, args.contract.routes, args.max_body_bytes)
+    manifest = app.model.manifest
+    auth = "HTTP events need the API key" if app.auth else "auth OFF (--no-auth or SLIPWAY_AUTH=none)"
+    _say(
+        f"lambda: loaded {manifest.name} {manifest.version} (sha256 {manifest.sha256[:12]}) from {package}; "
+        f"init {1000 * (time.perf_counter() - started):.0f} ms; {auth}"
+    )
+    from serving.lambda_runtime import run
+
+    return run(app)
+
+
+def _say(message: str) -> None:
+    print(f"{SERVER_NAME}: {message}", file=sys.stderr, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = _parser().parse_args(argv)
     try:
         if args.workers < 1:
             raise Fatal(EXIT_CONFIG, f"--workers must be at least 1, not {args.workers}")
         if args.max_body_bytes < 1:
             raise Fatal(EXIT_CONFIG, f"--max-body-bytes must be positive, not {args.max_body_bytes}")
-        api_key = _api_key(args.no_auth)
-        if args.port is None:
-            env_port = os.environ.get("PORT", "8000").strip()
-            if not env_port.isdigit():
-                raise Fatal(EXIT_CONFIG, f"PORT={env_port!r} is not a port number; pass --port or fix PORT")
-            args.port = int(env_port)
+        try:
+            args.contract = contract = detect(argv, os.environ)
+            key = api_key(os.environ, args.no_auth)
+        except ValueError as exc:
+            raise Fatal(EXIT_CONFIG, str(exc)) from None
+        package = _package(contract, args)
+        if contract.port is None:
+            return _serve_lambda(package, key, args)
         if args.ready_file is not None and not args.ready_file.parent.is_dir():
             raise Fatal(EXIT_CONFIG, f"--ready-file directory {args.ready_file.parent} does not exist")
-        public = _bind(args.host, args.port, "public", reuseport=True)
+        public = _bind(args.host, contract.port, "public", reuseport=True)
         control = None if args.control_port is None else _bind("127.0.0.1", args.control_port, "control", False)
         bound = Bound(public, control)
-        app = _load(args, api_key)
+        app = _load(package, key, contract.routes, args.max_body_bytes)
         for sock in bound.sockets:
             sock.listen(_BACKLOG)
         if args.workers == 1:

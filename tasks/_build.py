@@ -8,6 +8,11 @@ last, small layer:
                                      (a "deps" image per requirement set, built once per engine)
     /srv/package/server/serving      the server code
     /srv/package/{package.json,model.*}  the model artifact and its manifest
+
+The image runs unchanged under every platform's container contract (``serving.contract``): the
+entry point fixes no port, so the server follows $PORT (Cloud Run), ``serve`` (SageMaker, 8080),
+AIP_HTTP_PORT (Vertex AI), or runs the Lambda runtime client (``awslambdaric``, in the dependency
+layer) when AWS_LAMBDA_RUNTIME_API is set; the HEALTHCHECK follows the same contract.
 """
 
 from __future__ import annotations
@@ -21,15 +26,15 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from serving.contract import PACKAGE_DIR, PORT, SAGEMAKER_PORT, SERVER_UID
 from slipway.errors import At, ImageError
 
 Log = Callable[[str], None]
 
 RUNTIME_DISTS = (
     "uvicorn", "httptools", "uvloop", "orjson", "numpy", "scipy", "joblib", "scikit-learn", "threadpoolctl",
+    "awslambdaric", "simplejson", "snapshot-restore-py",  # the Lambda runtime interface client and its needs
 )  # fmt: skip
-SERVER_UID = 10001
-PORT = 8000
 
 DEPS_DOCKERFILE = """\
 FROM {base} AS wheels
@@ -46,15 +51,15 @@ ENV PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/
 
 SERVING_DOCKERFILE = f"""\
 FROM {{deps}}
-ENV PYTHONPATH=/srv/package/server
+ENV PYTHONPATH={PACKAGE_DIR}/server
 USER {SERVER_UID}:{SERVER_UID}
-EXPOSE {PORT}
+EXPOSE {PORT} {SAGEMAKER_PORT}
 HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \\
-  CMD ["python3", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:{PORT}/health', timeout=2)"]
-ENTRYPOINT ["python3", "-m", "serving", "--package", "/srv/package", "--host", "0.0.0.0", "--port", "{PORT}"]
+  CMD ["python3", "-m", "serving.healthcheck"]
+ENTRYPOINT ["python3", "-m", "serving", "--package", "{PACKAGE_DIR}", "--host", "0.0.0.0"]
 CMD []
-COPY server/ /srv/package/server/
-COPY package/ /srv/package/
+COPY server/ {PACKAGE_DIR}/server/
+COPY package/ {PACKAGE_DIR}/
 """
 
 

@@ -67,3 +67,33 @@ def test_named_rows_need_feature_names(kit: Any, workdir: Path, iris: tuple[Any,
     pkg = kit.build_package(workdir / "unnamed", model, rows, feature_names=None)
     response = call(create_app(pkg, None), "POST", "/predict", json={"inputs": {"sepal_length": 1}})
     assert response.status_code == 422 and "no feature names" in response.json()["error"]
+
+
+def test_sagemaker_routes_beside_the_generic_ones(iris_package: Path, iris: tuple[Any, list[list[float]]]) -> None:
+    from serving.contract import SAGEMAKER
+
+    model, rows = iris
+    app = create_app(iris_package, api_key="k", routes=SAGEMAKER)
+    want = {"predictions": model.predict(np.asarray(rows)).tolist()}
+    assert call(app, "GET", "/ping").json() == {"status": "ready"}  # open, like /ready
+    assert call(app, "POST", "/invocations", json={"inputs": rows}).status_code == 401  # auth is the server's rule
+    assert call(app, "POST", "/invocations", json={"inputs": rows}, headers={"X-API-Key": "k"}).json() == want
+    assert call(app, "POST", "/predict", json={"inputs": rows}, headers={"X-API-Key": "k"}).json() == want
+    assert call(app, "GET", "/invocations", headers={"X-API-Key": "k"}).status_code == 405
+    metadata = call(app, "GET", "/metadata", headers={"X-API-Key": "k"}).json()
+    assert metadata["routes"]["predict"] == "/invocations"
+
+
+def test_vertex_routes_take_instances(iris_package: Path, iris: tuple[Any, list[list[float]]]) -> None:
+    from serving.contract import vertex
+
+    model, rows = iris
+    app = create_app(iris_package, api_key=None, routes=vertex("/v1/m/health", "/v1/m:predict"))
+    want = {"predictions": model.predict(np.asarray(rows)).tolist()}
+    assert call(app, "GET", "/v1/m/health").status_code == 200
+    assert call(app, "POST", "/v1/m:predict", json={"instances": rows, "parameters": {"x": 1}}).json() == want
+    assert call(app, "POST", "/predict", json={"inputs": rows}).json() == want  # the generic route is unchanged
+    wrong = call(app, "POST", "/v1/m:predict", json={"inputs": rows})
+    assert wrong.status_code == 400 and 'no "instances" key' in wrong.json()["error"]
+    short = call(app, "POST", "/v1/m:predict", json={"instances": [[1, 2, 3]]})
+    assert short.status_code == 422 and '"instances"[0] has 3 values' in short.json()["error"]
