@@ -1,6 +1,6 @@
 """The command line: bind the sockets, load and verify the model, serve it with uvicorn.
 
-    python -m serving --package DIR [--host 127.0.0.1] [--port N] [--control-port 0]
+    python -m serving --package DIR [--host 127.0.0.1] [--port N] [--control-port 0] [--hold]
                       [--ready-file PATH] [--workers 1] [--no-auth] [--max-body-bytes N]
                       [--graceful-timeout S] [--loop uvloop|asyncio] [--log-level warning] [serve]
 
@@ -13,7 +13,11 @@ runtime interface client runs in this process (``serving.lambda_runtime``).
 Order matters: the public socket is bound (SO_REUSEPORT) first, so a taken port fails fast, but it
 listens only once the model is loaded and self-checked; a bound socket that is not listening gets no
 connections, so a new release joining a port under traffic never queues requests behind its model
-load. Exit codes: 0 after a graceful shutdown (SIGTERM/SIGINT), 1 unexpected error, 2 bad
+load. With ``--hold`` the public port is bound but served only from SIGUSR1 on (the control port at
+once): a candidate started beside the live release on the same port (``kind: local``) takes no
+traffic until it is promoted; the ready file then says ``"serving": true``.
+
+Exit codes: 0 after a graceful shutdown (SIGTERM/SIGINT), 1 unexpected error, 2 bad
 configuration (usage, no API key), 3 the package cannot be served (unreadable, sha256 mismatch,
 golden sample mismatch), 4 a port cannot be bound (``serving.contract.EXIT_REASONS``).
 """
@@ -26,6 +30,7 @@ import errno
 import importlib.util
 import json
 import os
+import signal
 import socket
 import sys
 import time
@@ -51,6 +56,7 @@ if TYPE_CHECKING:
     import uvicorn
 
     from serving.app import SlipwayApp
+    from serving.workers import Held
 
 _BACKLOG = 2048
 
@@ -82,6 +88,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--control-port", type=int, default=None, help="extra 127.0.0.1 port (0 = ephemeral)")
     parser.add_argument("--ready-file", type=Path, default=None, help="JSON written once serving")
+    parser.add_argument(
+        "--hold", action="store_true", help="serve the public port only from SIGUSR1 on (needs --control-port)"
+    )
     parser.add_argument("--workers", type=int, default=1, help="processes sharing the sockets")
     parser.add_argument("--no-auth", action="store_true", help="serve without API key (deliberately)")
     parser.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES)
@@ -162,35 +171,55 @@ def _write_ready_file(path: Path, info: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def _ready(app: SlipwayApp, bound: Bound, args: argparse.Namespace, serving: bool) -> None:
+    if args.ready_file is not None:
+        manifest = app.model.manifest
+        control_port = bound.control.getsockname()[1] if bound.control is not None else None
+        _write_ready_file(args.ready_file, {
+            "pid": args.leader_pid,  # the process to signal: the supervisor when there are workers
+            "port": bound.public.getsockname()[1], "control_port": control_port, "sha256": manifest.sha256,
+            "name": manifest.name, "version": manifest.version, "workers": args.workers, "host": args.host,
+            "contract": args.contract.name, "serving": serving,
+        })  # fmt: skip
+
+
 def _announce(app: SlipwayApp, bound: Bound, args: argparse.Namespace) -> None:
     """Once every socket is listening and the server accepts: write the ready file, say so on stderr."""
     manifest = app.model.manifest
     port = bound.public.getsockname()[1]
     control_port = bound.control.getsockname()[1] if bound.control is not None else None
     contract: Contract = args.contract
-    if args.ready_file is not None:
-        _write_ready_file(args.ready_file, {
-            "pid": os.getpid(), "port": port, "control_port": control_port, "sha256": manifest.sha256,
-            "name": manifest.name, "version": manifest.version, "workers": args.workers, "host": args.host,
-            "contract": contract.name,
-        })  # fmt: skip
+    _ready(app, bound, args, serving=not args.hold)
     control = f", control 127.0.0.1:{control_port}" if control_port is not None else ""
     auth = "on" if app.auth else "OFF (--no-auth or SLIPWAY_AUTH=none)"
     routes, extra = contract.routes, ""
     if contract.name != "generic":
         extra = f"; {contract.name} contract: POST {routes.predict}, GET {routes.ready}"
+    held = " (held until SIGUSR1)" if args.hold else ""
     print(
         f"{SERVER_NAME}: serving {manifest.name} {manifest.version} (sha256 {manifest.sha256[:12]}) on "
-        f"{args.host}:{port}{control}; {args.workers} worker(s); auth {auth}{extra}; "
+        f"{args.host}:{port}{held}{control}; {args.workers} worker(s); auth {auth}{extra}; "
         f"graceful shutdown {contract.graceful_timeout_s} s",
         file=sys.stderr, flush=True,
     )  # fmt: skip
 
 
+def _held(app: SlipwayApp, bound: Bound, args: argparse.Namespace) -> Held | None:
+    """The public socket, held until SIGUSR1 (``--hold``); None when it is served at once."""
+    from serving.workers import Held
+
+    def serving() -> None:
+        _ready(app, bound, args, serving=True)
+        _say(f"now serving {args.host}:{bound.public.getsockname()[1]} (pid {os.getpid()})")
+
+    return Held(bound.public, serving) if args.hold else None
+
+
 def _serve_one(app: SlipwayApp, bound: Bound, args: argparse.Namespace) -> int:
     from serving.workers import serve
 
-    serve(app, _config(app, args), bound.sockets, on_started=lambda: _announce(app, bound, args))
+    sockets = [s for s in bound.sockets if not (args.hold and s is bound.public)]
+    serve(app, _config(app, args), sockets, lambda: _announce(app, bound, args), _held(app, bound, args))
     return 0
 
 
@@ -227,9 +256,18 @@ def _say(message: str) -> None:
     print(f"{SERVER_NAME}: {message}", file=sys.stderr, flush=True)
 
 
+def _exit_on(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = _parser().parse_args(argv)
+    # Until it serves: SIGTERM ends a starting server at once (PID 1 in a container ignores it by
+    # default), and SIGUSR1 (serve the held port) waits for the handler serving installs.
+    signal.signal(signal.SIGTERM, _exit_on)
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    args.leader_pid = os.getpid()
     try:
         if args.workers < 1:
             raise Fatal(EXIT_CONFIG, f"--workers must be at least 1, not {args.workers}")
@@ -245,19 +283,23 @@ def main(argv: list[str] | None = None) -> int:
             return _serve_lambda(package, key, args)
         if args.ready_file is not None and not args.ready_file.parent.is_dir():
             raise Fatal(EXIT_CONFIG, f"--ready-file directory {args.ready_file.parent} does not exist")
+        if args.hold and args.control_port is None:
+            raise Fatal(EXIT_CONFIG, "--hold needs --control-port: a held server is checked on its control port")
         public = _bind(args.host, contract.port, "public", reuseport=True)
         control = None if args.control_port is None else _bind("127.0.0.1", args.control_port, "control", False)
         bound = Bound(public, control)
         app = _load(package, key, contract.routes, args.max_body_bytes)
-        for sock in bound.sockets:
+        served = [s for s in bound.sockets if not (args.hold and s is bound.public)]
+        for sock in served:
             sock.listen(_BACKLOG)
         if args.workers == 1:
             return _serve_one(app, bound, args)
         from serving.workers import run_workers
 
         return run_workers(
-            args.workers, lambda: _config(app, args), app, bound.sockets, lambda: _announce(app, bound, args)
-        )
+            args.workers, lambda: _config(app, args), app, served, lambda: _announce(app, bound, args),
+            _held(app, bound, args),
+        )  # fmt: skip
     except Fatal as exc:
         print(f"{SERVER_NAME}: error: {exc}", file=sys.stderr, flush=True)
         return exc.code

@@ -3,6 +3,9 @@
 Workers are forked after the model is loaded, so they share its memory copy-on-write and start in
 milliseconds. The supervisor restarts a worker that dies (at most 5 per worker a minute), forwards
 SIGTERM/SIGINT to the workers for uvicorn's graceful shutdown, and exits 0 once they are gone.
+
+A *held* socket (``--hold``) is bound but not served until SIGUSR1 (forwarded to the workers too):
+a release started beside a live one on the same port takes no connection until it is promoted.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from types import FrameType
 
 import uvicorn
@@ -24,6 +28,7 @@ from serving import SERVER_NAME
 from serving.app import SlipwayApp
 
 DRAIN_SECONDS = 0.5
+SERVE_HELD = signal.SIGUSR1
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
 _STARTUP_TIMEOUT = 120.0
 
@@ -39,15 +44,39 @@ class _Server(uvicorn.Server):
     in-flight requests finished).
     """
 
-    def __init__(self, config: uvicorn.Config, app: SlipwayApp, on_started: Callable[[], None]) -> None:
+    def __init__(
+        self, config: uvicorn.Config, app: SlipwayApp, on_started: Callable[[], None], held: Held | None = None
+    ) -> None:
         super().__init__(config)
         self._app = app
         self._on_started = on_started
+        self._held = held
+        self._late: list[socket.socket] = []  # held sockets served since: drained at shutdown like the rest
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets=sockets)
         if self.started and not self.should_exit:
+            if self._held is not None:
+                loop = asyncio.get_running_loop()
+                loop.add_signal_handler(SERVE_HELD, lambda: loop.create_task(self._serve_held()))
             self._on_started()
+
+    async def _serve_held(self) -> None:
+        """Start accepting on the held socket (once), then say so."""
+        held, self._held = self._held, None
+        if held is None or self.should_exit:
+            return
+        loop = asyncio.get_running_loop()
+        config, state = self.config, self.server_state
+
+        def protocol() -> asyncio.Protocol:
+            return config.http_protocol_class(  # type: ignore[call-arg]
+                config=config, server_state=state, app_state=self.lifespan.state, _loop=loop
+            )
+
+        self.servers.append(await loop.create_server(protocol, sock=held.sock, backlog=config.backlog))
+        self._late.append(held.sock)
+        held.on_serving()
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         self._app.ready = False
@@ -56,7 +85,7 @@ class _Server(uvicorn.Server):
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         self._app.ready = False
         try:
-            await self._drain(sockets or [])
+            await self._drain([*(sockets or []), *self._late])
         except Exception as exc:  # best effort: uvicorn's own shutdown still runs
             _say(f"warning: draining the listeners failed ({type(exc).__name__}: {exc})")
         await super().shutdown(sockets=sockets)
@@ -85,11 +114,23 @@ class _Server(uvicorn.Server):
         await asyncio.sleep(DRAIN_SECONDS)
 
 
+@dataclass(frozen=True)
+class Held:
+    """A bound socket served only from SIGUSR1 on; ``on_serving`` runs once it accepts."""
+
+    sock: socket.socket
+    on_serving: Callable[[], None]
+
+
 def serve(
-    app: SlipwayApp, config: uvicorn.Config, sockets: list[socket.socket], on_started: Callable[[], None]
+    app: SlipwayApp,
+    config: uvicorn.Config,
+    sockets: list[socket.socket],
+    on_started: Callable[[], None],
+    held: Held | None = None,
 ) -> None:
     """Serve until SIGTERM/SIGINT, then shut down gracefully (uvicorn's) and return."""
-    server = _Server(config, app, on_started)
+    server = _Server(config, app, on_started, held)
     # uvicorn installs its handlers only inside serve() and, on the way out, restores these and
     # re-raises the signal it caught: with these a signal means "shut down" before, during and after.
     for sig in _SIGNALS:
@@ -108,8 +149,10 @@ def run_workers(
     app: SlipwayApp,
     sockets: list[socket.socket],
     on_ready: Callable[[], None],
+    held: Held | None = None,
 ) -> int:
-    """Fork ``n`` workers serving ``sockets``; call ``on_ready`` once all accept; supervise them."""
+    """Fork ``n`` workers serving ``sockets`` (and ``held`` from SIGUSR1 on); call ``on_ready`` once all
+    accept; supervise them. SIGUSR1 to the supervisor is passed on to every worker."""
     read_fd, write_fd = os.pipe()
     children: dict[int, int] = {}  # pid -> worker index
     stopping = False
@@ -118,11 +161,16 @@ def run_workers(
         nonlocal stopping
         stopping = True
         app.ready = False
-        for sock in sockets:  # once the workers close theirs, the listeners are gone, not orphaned
+        for sock in [*sockets, *([held.sock] if held else [])]:  # once the workers close theirs, no listener is left
             sock.close()
         for pid in list(children):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
+
+    def serve_held(signum: int, frame: FrameType | None) -> None:
+        for pid in list(children):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, SERVE_HELD)
 
     def spawn(index: int) -> None:
         signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)  # no signal between fork and handlers
@@ -135,7 +183,8 @@ def run_workers(
 
             try:
                 os.close(read_fd)
-                serve(app, make_config(), sockets, on_started=started)
+                signal.signal(SERVE_HELD, signal.SIG_IGN)  # until the worker's own handler: no early death
+                serve(app, make_config(), sockets, on_started=started, held=held)
             except BaseException as exc:
                 _say(f"error: worker {index} (pid {os.getpid()}) failed: {type(exc).__name__}: {exc}")
                 code = 1
@@ -146,6 +195,7 @@ def run_workers(
 
     for sig in _SIGNALS:
         signal.signal(sig, stop)
+    signal.signal(SERVE_HELD, serve_held)
     for index in range(n):
         spawn(index)
 

@@ -8,9 +8,11 @@ outlives the CLI or flow run that started it; it is tracked through files under
     <release>.ready       written by the server once its model is loaded and its sockets listen
     <release>.log         the server's stdout and stderr
 
-Promotion never leaves the stage down: the candidate binds the same port with SO_REUSEPORT and
-is checked on its own control port (``/ready`` there answers for that process only); only then is
-the old process stopped. While both run the kernel spreads new connections over both releases.
+Promotion never leaves the stage down, and a candidate takes no traffic before it: the candidate
+binds the same port with SO_REUSEPORT but holds it (``--hold``: bound, not listening) and is checked
+on its own control port (``/ready`` there answers for that process only). ``promote`` tells it to
+serve the port (SIGUSR1), waits until its ready file says it does, and only then stops the old
+process; for that moment the kernel spreads new connections over both releases.
 """
 
 from __future__ import annotations
@@ -70,6 +72,7 @@ class LocalProcessTarget:
             "--control-port", "0",
             "--ready-file", str(ready_file),
             "--workers", str(self.config.workers),
+            "--hold",
         ]  # fmt: skip
         env = {k: v for k, v in os.environ.items() if k not in ("SLIPWAY_API_KEY", "PYTHONPATH")}
         env["PYTHONPATH"] = str(release.package_dir / "server")
@@ -121,7 +124,8 @@ class LocalProcessTarget:
         raise no_shift(self)
 
     def promote(self, deployment: Deployment, timeout_s: float) -> Deployment:
-        """Instant: the candidate already shares the port; the live file names it, the old process stops."""
+        """The candidate serves the stage's port beside the live process, then the live one stops."""
+        self._serve_port(deployment, timeout_s)
         live = {
             "release_id": deployment.release.id,
             "pid": int(deployment.handle["pid"]),
@@ -135,6 +139,24 @@ class LocalProcessTarget:
         _write_json(self.dir / "live.json", live)
         self._stop_all_but(int(deployment.handle["pid"]))  # the previous release
         return Deployment(deployment.release, self.stage, self._endpoint(), deployment.handle)
+
+    def _serve_port(self, deployment: Deployment, timeout_s: float) -> None:
+        """Tell the held candidate to serve the port (SIGUSR1); wait until its ready file says it does."""
+        pid, ready_file = int(deployment.handle["pid"]), Path(deployment.handle["ready_file"])
+        if not _is_our_server(pid, self.config.port):
+            raise self._error(f"release {deployment.release.id} (pid {pid}) is gone before it could serve:\n"
+                              f"{_tail(Path(deployment.handle['log']))}", "promote",
+                              hint="production is unchanged; deploy again")  # fmt: skip
+        os.kill(pid, signal.SIGUSR1)
+        deadline = time.monotonic() + timeout_s
+        while not json.loads(ready_file.read_text()).get("serving"):
+            if time.monotonic() > deadline or _exit_code(pid) is not None:
+                raise self._error(
+                    f"release {deployment.release.id} did not start serving port {self.config.port} within "
+                    f"{timeout_s:g} s:\n{_tail(Path(deployment.handle['log']))}", "promote",
+                    hint=f"production is unchanged; raise {self.stage.value}.promote_timeout_s on a busy machine",
+                )  # fmt: skip
+            time.sleep(0.02)
 
     def discard(self, deployment: Deployment) -> None:
         live = self._live()

@@ -94,6 +94,7 @@ class Server:
     proc: subprocess.Popen[bytes]
     ready: dict[str, Any]
     stderr_path: Path
+    ready_file: Path
     key: str | None = KEY
     headers: dict[str, str] = field(default_factory=dict)
 
@@ -161,7 +162,7 @@ def start_server(
         time.sleep(0.02)
     ready = json.loads(ready_file.read_text())
     headers = {"Authorization": f"Bearer {key}"} if key else {}
-    return Server(proc, ready, stderr_path, key, headers)
+    return Server(proc, ready, stderr_path, ready_file, key, headers)
 
 
 def run_to_exit(cmd: list[str], env: dict[str, str], timeout: float = 30) -> tuple[int, str]:

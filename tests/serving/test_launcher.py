@@ -130,6 +130,33 @@ def test_workers_port_env_and_no_auth(kit: Any, iris_package: Path, workdir: Pat
     assert "auth OFF" in proc.stderr.read().decode()
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_held_port_takes_no_connection_until_sigusr1(
+    kit: Any, iris_package: Path, workdir: Path, workers: int
+) -> None:
+    """--hold: checked on its control port while the public port stays closed, then served on SIGUSR1."""
+    import signal
+    import socket
+
+    port = kit.free_port()
+    server = kit.start_server(iris_package, workdir, "--hold", "--workers", str(workers), port=port)
+    try:
+        assert json.loads(server.ready_file.read_text())["serving"] is False
+        assert httpx.get(f"{server.control_url}/ready", timeout=2).status_code == 200
+        with socket.socket() as probe:
+            assert probe.connect_ex(("127.0.0.1", port)) != 0  # bound, not listening: refused
+        server.proc.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + 10
+        while not json.loads(server.ready_file.read_text())["serving"]:
+            assert time.monotonic() < deadline, "the held port was not served after SIGUSR1"
+            time.sleep(0.02)
+        with httpx.Client(headers=server.headers) as client:
+            assert client.post(f"http://127.0.0.1:{port}/predict", json={"inputs": ROW}).status_code == 200
+        assert "now serving" in server.stderr
+    finally:
+        assert server.stop() == 0  # and it drains and stops like any other
+
+
 FLAKY = '''
 import numpy as np
 
