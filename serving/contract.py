@@ -63,7 +63,7 @@ EXIT_REASONS: dict[int, str] = {
 
 ContractName = Literal["generic", "cloudrun", "sagemaker", "vertex", "lambda"]
 _AUTH_ON = frozenset({"", "key", "bearer", "on"})
-_FLAGS = frozenset({"--no-auth", "-h", "--help"})  # the launcher's options that take no value
+_FLAGS = frozenset({"--no-auth", "--hold", "-h", "--help"})  # the launcher's options that take no value
 
 
 def exit_reason(code: int) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import secrets
 import subprocess
 import tarfile
 import time
@@ -20,7 +19,7 @@ from slipway.release import Release
 from tasks.image import build, push
 from tasks.package import ModelPackage
 from tests.conftest import free_port
-from tests.images import TEST_REPOSITORY, WHEELS, second_registry, spec_for
+from tests.images import WHEELS, second_registry, spec_for
 
 pytestmark = pytest.mark.docker
 
@@ -29,14 +28,18 @@ def _pkg(release: Release) -> ModelPackage:
     return ModelPackage(release.package_dir, read_manifest(release.package_dir))
 
 
-def test_weights_only_change_rebuilds_and_pushes_only_the_last_layer(releases: dict[str, Release]) -> None:
-    # a repository of its own: other tests of the session push these packages' images too
-    spec, client = spec_for(repository=f"{TEST_REPOSITORY}-{secrets.token_hex(3)}"), docker.from_env()
-    v1 = push(spec, build(spec, _pkg(releases["v1"]), cache_dir=WHEELS))
-    lines: list[str] = []
-    started = time.monotonic()
-    v2 = push(spec, build(spec, _pkg(releases["v2"]), cache_dir=WHEELS, log=lines.append), log=lines.append)
-    elapsed = time.monotonic() - started
+def test_weights_only_change_rebuilds_and_pushes_only_the_last_layer(
+    releases: dict[str, Release], tmp_path: Path
+) -> None:
+    # a registry of its own: other tests of the session push these images to the shared one, whose
+    # blobs a push to any repository there would mount instead of uploading
+    with second_registry(tmp_path) as registry:
+        spec, client = spec_for(repository=f"{registry}/slipway-test"), docker.from_env()
+        v1 = push(spec, build(spec, _pkg(releases["v1"]), cache_dir=WHEELS))
+        lines: list[str] = []
+        started = time.monotonic()
+        v2 = push(spec, build(spec, _pkg(releases["v2"]), cache_dir=WHEELS, log=lines.append), log=lines.append)
+        elapsed = time.monotonic() - started
     layers1 = client.images.get(str(v1)).attrs["RootFS"]["Layers"]
     layers2 = client.images.get(str(v2)).attrs["RootFS"]["Layers"]
     assert layers1[:-1] == layers2[:-1] and layers1[-1] != layers2[-1]

@@ -42,7 +42,8 @@ def test_the_boot_plan_is_read_from_the_user_data() -> None:
     assert (plan.login, plan.pulls) == (None, [IMAGE])
     assert "systemctl enable --now docker" in plan.skipped  # the image's part: Docker is there
     assert _run(plan, {"/run/slipway.env": "/private/0.env"}) == [
-        "-d", "--restart", "unless-stopped", "--env-file", "/private/0.env", "--log-opt", "max-size=10m",
+        "-d", "--restart", "unless-stopped", "--stop-timeout", "40", "--env-file", "/private/0.env",
+        "--log-opt", "max-size=10m",
         "--log-opt", "max-file=3", "--read-only", "--tmpfs", "/tmp",
         "--label", "slipway-test.ec2-name=slipway-iris-production-r-v1",
         "--name", "c", "--network", "n", "--ip", "10.213.0.4", IMAGE, "--workers", "1",
