@@ -6,7 +6,7 @@ only this package, the artifact and the server's dependencies.
 
     <package>/
       package.json      this manifest
-      model.joblib      the artifact (joblib or pickle), checked against ``artifact.sha256``
+      model.<ext>       the artifact (skops, joblib or pickle), checked against ``sha256``
       server/serving/   a copy of this server's code, so a package runs the server it was tested with
 """
 
@@ -46,13 +46,15 @@ class Manifest:
     version: str
     artifact_file: str
     sha256: str
-    artifact_format: str  # "joblib" | "pickle"
+    artifact_format: str  # "skops" | "joblib" | "pickle"
     source: str
     schema: Schema
     framework: dict[str, str]  # distribution name -> version the model was packaged with
     samples: list[Sample] = field(default_factory=list)
     created_at: str = ""
     format: int = FORMAT_VERSION
+    trusted_types: list[str] = field(default_factory=list)  # skops: the types beyond its defaults to load
+    source_sha256: str = ""  # the digest of what the package step fetched, before it was loaded
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)

@@ -170,22 +170,26 @@ def load_package(package_dir: Path) -> LoadedModel:
             f"artifact {artifact} has sha256 {actual} but the manifest says {manifest.sha256}: "
             "the artifact was modified or belongs to another package; refusing to serve it"
         )
-    model = _load_artifact(artifact, manifest.artifact_format)
+    model = _load_artifact(artifact, manifest.artifact_format, manifest.trusted_types)
     loaded = LoadedModel(manifest, model)
     _check_n_features(loaded)
     self_check(loaded)
     return loaded
 
 
-def _load_artifact(path: Path, fmt: str) -> Any:
+def _load_artifact(path: Path, fmt: str, trusted_types: list[str]) -> Any:
     try:
         if fmt == "joblib":
             model = joblib.load(path)
         elif fmt == "pickle":
             with path.open("rb") as fh:
                 model = pickle.load(fh)
+        elif fmt == "skops":
+            import skops.io
+
+            model = skops.io.load(path, trusted=trusted_types or None)  # anything else untrusted: refused
         else:
-            raise PackageError(f"unsupported artifact_format {fmt!r}; expected 'joblib' or 'pickle'")
+            raise PackageError(f"unsupported artifact_format {fmt!r}; expected 'skops', 'joblib' or 'pickle'")
     except PackageError:
         raise
     except Exception as exc:  # unpickling runs arbitrary code: any error means "cannot load"

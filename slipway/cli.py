@@ -103,19 +103,23 @@ def deploy(spec: SpecArg, trigger: str = typer.Option("manual", help="Recorded i
 def plan(spec: SpecArg) -> None:
     """Show what `deploy` would do, changing nothing."""
     from tasks.image import artifacts_for
-    from tasks.package import inspect_model
+    from tasks.package import CODE_FORMATS, inspect_model, sandbox_dir
 
     with _clear_errors():
         p = open_pipeline(spec, need_key=False)
-        inspected = inspect_model(p.spec)
+        with sandbox_dir() as work:
+            inspected = inspect_model(p.spec, work)
         live = p.ledger.live(p.service, Stage.PRODUCTION)
     load, slo = p.spec.gate.load, p.spec.gate.slo
     image = ArtifactKind.IMAGE in artifacts_for([p.staging, p.production])
     takes_image = [f"{t.stage.value} ({t.kind})" for t in (p.staging, p.production)
                    if ArtifactKind.IMAGE in t.capabilities.artifacts]  # fmt: skip
+    fmt = inspected.artifact_format
+    safety = (f"{fmt} runs code when it is loaded (done in the sandbox): prefer skops, which does not"
+              if fmt in CODE_FORMATS else f"{fmt}: loads without running the file's code")  # fmt: skip
     steps = [
         f"package   {p.spec.model.name} from {inspected.origin}: {inspected.schema.n_features} features, "
-        f"{len(inspected.samples)} golden samples checked",
+        f"{len(inspected.samples)} golden samples checked; {safety}",
         "build     " + (f"the serving image, for {' and '.join(takes_image)}" if image
                         else "nothing (both stages run the package itself)"),
         "push      " + (f"to {p.spec.image.repository}, pinned by digest" if image else "nothing"),

@@ -28,7 +28,13 @@ class Settings(BaseSettings):
         description="Ledger location: empty for <state_dir>/ledger.sqlite, or sqlite:///PATH.",
     )
     lock_timeout_s: float = Field(
-        default=0.0, ge=0, description="How long a deploy waits for another deploy of the same model."
+        default=0.0, ge=0, description="How long a run waits for another run of the same service."
+    )
+    package_timeout_s: float = Field(
+        default=300.0, gt=0, description="How long the sandbox may take to load a model and predict its samples."
+    )
+    package_memory_mb: int = Field(
+        default=4096, ge=256, description="The sandbox's memory limit (address space) while it loads a model."
     )
 
     def path(self, *parts: str) -> Path:
@@ -37,6 +43,18 @@ class Settings(BaseSettings):
 
 def get_settings() -> Settings:
     return Settings()
+
+
+# What a process that must hold no credentials inherits of this one's environment: the model
+# sandbox (tasks/package.py) and the local model server (plus its own key).
+_PLAIN = frozenset({"PATH", "LANG", "LANGUAGE", "TZ", "TERM", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                    "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS"})  # fmt: skip
+
+
+def plain_environment() -> dict[str, str]:
+    """This process's environment without anything that could be a credential: an allowlist of
+    locale, path and thread settings. Cloud, registry, Prefect and endpoint keys never pass."""
+    return {k: v for k, v in os.environ.items() if k in _PLAIN or k.startswith("LC_")}
 
 
 def resolve_api_key(api_key_env: str, required: bool) -> SecretStr | None:

@@ -33,13 +33,22 @@ class ModelSource(_Strict):
         description="Model version. Empty: taken from the MLflow registry, else the artifact's sha256 prefix.",
     )
     source: str = Field(
-        description="A joblib/pickle file, an MLflow model directory, or an MLflow URI "
-        "(models:/name/version, models:/name@alias, runs:/...). Relative paths are from the spec's folder."
+        description="A skops (.skops: loads without running code), joblib or pickle file, an MLflow model "
+        "directory, or an MLflow URI (models:/name/version, models:/name@alias, runs:/...). Relative paths are "
+        "from the spec's folder."
     )
     samples: str = Field(
         default="",
         description='JSON file with example rows: {"inputs": [...], "expected": [...]} (\'expected\' optional). '
         "Golden samples are computed from it at packaging time. Optional for MLflow models with an input example.",
+    )
+    sha256: str = Field(
+        default="", pattern=r"^$|^[0-9a-f]{64}$",
+        description="The model file's sha256: a file with another digest is refused before it is loaded.",
+    )  # fmt: skip
+    trusted_types: list[str] = Field(
+        default_factory=list,
+        description="skops files: the types beyond skops' defaults (numpy, scipy, scikit-learn) that may be loaded.",
     )
 
 

@@ -34,6 +34,7 @@ from serving.contract import EXIT_CONFIG, exit_reason
 from slipway.errors import At, ConfigError, TargetError
 from slipway.http import answers
 from slipway.release import Endpoint, Release
+from slipway.settings import plain_environment
 from slipway.spec import LocalTarget as LocalConfig
 from slipway.spec import Timeouts
 from targets.base import PACKAGE, Capabilities, Deployment, StageStatus, TargetContext, no_shift, put_live
@@ -74,8 +75,7 @@ class LocalProcessTarget:
             "--workers", str(self.config.workers),
             "--hold",
         ]  # fmt: skip
-        env = {k: v for k, v in os.environ.items() if k not in ("SLIPWAY_API_KEY", "PYTHONPATH")}
-        env["PYTHONPATH"] = str(release.package_dir / "server")
+        env = plain_environment() | {"PYTHONPATH": str(release.package_dir / "server")}  # no credential but its key
         key = self.ctx.key_for_deploy()
         if key is None:
             cmd.append("--no-auth")

@@ -34,6 +34,7 @@ Log = Callable[[str], None]
 RUNTIME_DISTS = (
     "uvicorn", "httptools", "uvloop", "orjson", "numpy", "scipy", "joblib", "scikit-learn", "threadpoolctl",
     "awslambdaric", "simplejson", "snapshot-restore-py",  # the Lambda runtime interface client and its needs
+    "skops",  # skops model files (the safe format), in every image: one dependency layer for every model
 )  # fmt: skip
 
 DEPS_DOCKERFILE = """\

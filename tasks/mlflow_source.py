@@ -1,5 +1,8 @@
 """Models that come from MLflow: a model directory (with an ``MLmodel`` file) or an MLflow URI.
 
+This module fetches (resolves and downloads); it never loads a model: loading runs the model's code,
+which happens only in the package step's sandbox (``tasks/_inspect.py``).
+
 ``models:/name/3`` and ``models:/name@champion`` are resolved through the registry (the tracking
 URI comes from ``MLFLOW_TRACKING_URI``), so the package records the exact version it got. MLflow is
 an optional dependency (``pip install 'slipway[mlflow]'``); the model server never needs it: the
@@ -9,9 +12,12 @@ package holds the native model.
 from __future__ import annotations
 
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from slipway.errors import ConfigError, ModelError
 from slipway.registry import RegisteredSource, registered_source
@@ -20,11 +26,12 @@ _URI = re.compile(r"^(models|runs|mlflow-artifacts|s3|gs|wasbs|file):/")
 
 
 @dataclass(frozen=True)
-class LoadedModel:
-    model: Any
-    version: str
+class Fetched:
+    """An MLflow model copied to a local folder, not loaded: loading it runs code (tasks/_inspect.py does)."""
+
+    local: Path
+    version: str  # the registry version, "" for other sources
     uri: str
-    input_example: list[Any] | None
 
 
 def is_mlflow(source: str, base_dir: Path) -> bool:
@@ -35,7 +42,9 @@ def is_mlflow(source: str, base_dir: Path) -> bool:
     return (path / "MLmodel").is_file()
 
 
-def load(source: str, base_dir: Path) -> LoadedModel:
+def fetch(source: str, base_dir: Path, dest: Path) -> Fetched:
+    """Resolve ``source`` (a registry version or alias is pinned to its number) and copy its files to
+    ``dest``; refuse a flavor Slipway cannot serve (read from the MLmodel file, as YAML)."""
     try:
         import mlflow
         from mlflow.exceptions import MlflowException
@@ -52,21 +61,24 @@ def load(source: str, base_dir: Path) -> LoadedModel:
         if registered := registered_source(source):
             version = _registered_version(mlflow, registered)
             uri = f"models:/{registered.name}/{version}"
-        local = mlflow.artifacts.download_artifacts(uri) if _URI.match(uri) else uri
-        info = mlflow.models.Model.load(local)
-        if "sklearn" not in info.flavors:
-            raise ModelError(
-                f"MLflow model {uri} has the flavors {sorted(info.flavors)}, and Slipway serves sklearn models",
-                hint="log the model with mlflow.sklearn.log_model",
-            )
-        model = mlflow.sklearn.load_model(local)
-        example = _input_example(info, local)
+        if _URI.match(uri):
+            dest.mkdir(parents=True, exist_ok=True)
+            local = Path(mlflow.artifacts.download_artifacts(uri, dst_path=str(dest)))
+        else:
+            shutil.copytree(uri, dest)
+            local = dest
+        flavors = (yaml.safe_load((local / "MLmodel").read_text()) or {}).get("flavors", {})
     except MlflowException as exc:
         raise ModelError(
-            f"cannot load MLflow model {uri}: {exc.message}",
+            f"cannot fetch MLflow model {uri}: {exc.message}",
             hint="check the URI, the registry (MLFLOW_TRACKING_URI) and that the version exists",
         ) from exc
-    return LoadedModel(model=model, version=version, uri=uri, input_example=example)
+    if "sklearn" not in flavors:
+        raise ModelError(
+            f"MLflow model {uri} has the flavors {sorted(flavors)}, and Slipway serves sklearn models",
+            hint="log the model with mlflow.sklearn.log_model",
+        )
+    return Fetched(local, version, uri)
 
 
 def _registered_version(mlflow: Any, source: RegisteredSource) -> str:
@@ -74,15 +86,3 @@ def _registered_version(mlflow: Any, source: RegisteredSource) -> str:
         return source.version
     client = mlflow.MlflowClient()
     return str(client.get_model_version_by_alias(source.name, source.alias).version)
-
-
-def _input_example(info: Any, local_path: str) -> list[Any] | None:
-    """The logged input example as sample rows, if the model has one."""
-    try:
-        example = info.load_input_example(local_path)
-    except Exception:  # an unreadable example is as good as none: model.samples is then required
-        return None
-    if example is None:
-        return None
-    rows = example.to_numpy().tolist() if hasattr(example, "to_numpy") else [list(r) for r in example]
-    return [{"input": row, "expected": None} for row in rows]

@@ -1,39 +1,55 @@
 """Package step: model → ModelPackage (artifact, sha256, framework versions, schema, golden samples).
 
+Model files are code: a joblib or pickle file (an MLflow sklearn model is one) runs what it carries
+when it is loaded. This process holds the deploy credentials, so it never loads one: the model is
+loaded in a sandboxed child (``tasks/_inspect.py``: a scrubbed environment, an empty home, limits
+on memory and time, and ``nobody`` when this runs as root and an unprivileged user may run this
+Python — a Python under root's home, as pyenv's, keeps root), which returns the schema, the golden
+samples and the framework versions as JSON. skops files (``.skops``) load only trusted types.
+
+Before anything is loaded, a pinned digest is checked: ``model.sha256`` in the spec for a file, and
+for an MLflow registry version the digest it had when it was first packaged here (``source_sha256``
+in its package). A file whose digest differs is refused unread.
+
 A model that cannot be loaded, has no ``predict``, raises on its samples, or disagrees with the
 spec's expected outputs is rejected here, before anything is built or deployed. Packages are
-content-addressed (``<state>/packages/<model>/<sha256[:16]>``) and immutable: packaging the same
+content-addressed (``<state>/packages/<model>/<version>-<sha12>``) and immutable: packaging the same
 artifact twice reuses the first package, and rollback finds old packages where they were.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
-import math
-import pickle
+import os
 import re
 import shutil
+import subprocess
+import sys
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import joblib
-import numpy as np
 from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
 import serving
 from serving.manifest import MANIFEST, Manifest, Sample, Schema, read_manifest, sha256_file
 from slipway.errors import ModelError
+from slipway.settings import get_settings, plain_environment
 from slipway.spec import ReleaseSpec
 from tasks import mlflow_source
 
 MAX_SAMPLES = 20
-_PICKLE_SUFFIXES = (".pkl", ".pickle")
+_INSPECT = Path(__file__).resolve().with_name("_inspect.py")  # run as a script: it imports nothing of Slipway
+_ROOT = _INSPECT.parent.parent  # on the sandbox's path, for models whose classes live in this tree
+FORMATS = {".skops": "skops", ".pkl": "pickle", ".pickle": "pickle"}  # anything else: joblib
+CODE_FORMATS = frozenset({"joblib", "pickle"})  # run arbitrary code when loaded
+_NOBODY = 65534
 
 
 def _slug(version: str) -> str:
@@ -52,54 +68,70 @@ class ModelPackage:
 
 @dataclass(frozen=True)
 class InspectedModel:
-    """A model loaded and checked against its samples, not yet written anywhere."""
+    """A model checked against its samples by the sandbox, not yet written anywhere."""
 
-    model: Any
     version: str
     origin: str
     schema: Schema
     samples: list[Sample]
-    artifact: Path | None  # the original file, packaged byte for byte; None: the model is serialized
+    framework: dict[str, str]
+    artifact: Path  # the file packaged byte for byte: the original, or the serialized MLflow model
+    artifact_format: str  # "skops" | "joblib" | "pickle"
+    source_sha256: str  # the digest of what was fetched (a file; an MLflow model's files), checked before loading
 
 
-def inspect_model(spec: ReleaseSpec) -> InspectedModel:
-    """Load the model, derive its schema and compute golden samples; raises ``ModelError``."""
+def inspect_model(spec: ReleaseSpec, work: Path) -> InspectedModel:
+    """Fetch the model into ``work``, check its pinned digest, and load it in the sandbox."""
     source = spec.model.source
     if mlflow_source.is_mlflow(source, spec.base_dir):
-        loaded = mlflow_source.load(source, spec.base_dir)
-        model, version, origin, artifact = loaded.model, loaded.version, loaded.uri, None
-        raw_samples = loaded.input_example
+        fetched = mlflow_source.fetch(source, spec.base_dir, work / "mlflow")
+        version, origin, path, kind, fmt = fetched.version, fetched.uri, fetched.local, "mlflow", "joblib"
+        digest = tree_sha256(path)
+        _check_registry_digest(spec, fetched.uri, digest)
     else:
-        artifact = spec.resolve(source)
-        model, version, origin = _load_file(artifact), "", str(artifact)
-        raw_samples = None
-    if spec.model.samples:
-        raw_samples = _read_samples(spec.resolve(spec.model.samples))
-    if raw_samples is None:
+        original = spec.resolve(source)
+        if not original.is_file():
+            raise ModelError(
+                f"model file {original} does not exist",
+                hint="check model.source in the spec (relative paths are from the spec's folder)",
+            )
+        version, origin, kind, fmt = "", str(original), "file", FORMATS.get(original.suffix, "joblib")
+        digest = sha256_file(original)
+        path = work / f"model{original.suffix}"
+        shutil.copyfile(original, path)  # into the sandbox's folder: it may not read the user's files
+    if spec.model.sha256 and spec.model.sha256 != digest:
         raise ModelError(
-            f"model {spec.model.name!r} has no samples to compute golden samples from",
-            hint='set model.samples to a JSON file {"inputs": [[...], ...]} with a few example rows',
+            f"{origin} has sha256 {digest}, but the spec pins {spec.model.sha256}: refused before loading it",
+            hint="the file changed since it was pinned: check where it came from, then update model.sha256",
         )
-    _require_predict(model, origin)
-    schema = _schema(model, raw_samples)
-    samples = _golden_samples(model, schema, raw_samples, origin)
-    return InspectedModel(model, version, origin, schema, samples, artifact)
+    raw_samples = _read_samples(spec.resolve(spec.model.samples)) if spec.model.samples else None
+    request = {"kind": kind, "path": str(path), "format": fmt, "trusted_types": list(spec.model.trusted_types),
+               "samples": raw_samples, "origin": origin, "max_samples": MAX_SAMPLES}  # fmt: skip
+    result = _in_sandbox(request, work)
+    serialized = work / result["serialized"] if result["serialized"] else path
+    return InspectedModel(
+        version=version,
+        origin=origin,
+        schema=Schema(**result["schema"]),
+        samples=[Sample(**s) for s in result["samples"]],
+        framework=result["framework"],
+        artifact=serialized,
+        artifact_format=result["format"],
+        source_sha256=digest,
+    )
 
 
 def package_model(spec: ReleaseSpec, packages_dir: Path) -> ModelPackage:
     """Inspect the model and write its package (or reuse the identical one already written)."""
-    inspected = inspect_model(spec)
     model_dir = packages_dir / spec.model.name
     model_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=model_dir, prefix=".incoming-"))
     try:
-        if inspected.artifact is not None:
-            fmt = "pickle" if inspected.artifact.suffix in _PICKLE_SUFFIXES else "joblib"
-            artifact = tmp / f"model.{'pkl' if fmt == 'pickle' else 'joblib'}"
+        with sandbox_dir() as work:
+            inspected = inspect_model(spec, work)
+            suffix = {"skops": "skops", "pickle": "pkl"}.get(inspected.artifact_format, "joblib")
+            artifact = tmp / f"model.{suffix}"
             shutil.copyfile(inspected.artifact, artifact)
-        else:
-            fmt, artifact = "joblib", tmp / "model.joblib"
-            joblib.dump(inspected.model, artifact)
         sha = sha256_file(artifact)
         version = spec.model.version or inspected.version or sha[:12]
         final = model_dir / f"{_slug(version)}-{sha[:12]}"
@@ -109,12 +141,14 @@ def package_model(spec: ReleaseSpec, packages_dir: Path) -> ModelPackage:
                 version=version,
                 artifact_file=artifact.name,
                 sha256=sha,
-                artifact_format=fmt,
+                artifact_format=inspected.artifact_format,
                 source=inspected.origin,
                 schema=inspected.schema,
-                framework=_framework_versions(inspected.model),
+                framework=inspected.framework,
                 samples=inspected.samples,
                 created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+                trusted_types=list(spec.model.trusted_types),
+                source_sha256=inspected.source_sha256,
             )
             (tmp / MANIFEST).write_text(manifest.to_json())
             shutil.copytree(
@@ -128,30 +162,83 @@ def package_model(spec: ReleaseSpec, packages_dir: Path) -> ModelPackage:
     return ModelPackage(final, read_manifest(final))
 
 
-def _load_file(path: Path) -> Any:
-    if not path.exists():
-        raise ModelError(
-            f"model file {path} does not exist",
-            hint="check model.source in the spec (relative paths are from the spec's folder)",
-        )
+@contextlib.contextmanager
+def sandbox_dir() -> Iterator[Path]:
+    """A private folder the sandbox may write (and, run as ``nobody``, read): removed afterwards."""
+    work = Path(tempfile.mkdtemp(prefix="slipway-inspect-"))
     try:
-        if path.suffix in _PICKLE_SUFFIXES:
-            with path.open("rb") as fh:
-                return pickle.load(fh)
-        return joblib.load(path)
-    except Exception as exc:
-        raise ModelError(
-            f"{path} is not a loadable model ({type(exc).__name__}: {exc})",
-            hint="model.source must be a joblib or pickle file of a fitted model, or an MLflow model",
-        ) from exc
+        yield work
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
-def _require_predict(model: Any, origin: str) -> None:
-    if not callable(getattr(model, "predict", None)):
+def _in_sandbox(request: dict[str, Any], work: Path) -> dict[str, Any]:
+    """Run ``tasks._inspect`` on ``request`` in the sandbox; its result, or a ``ModelError`` saying why not."""
+    settings = get_settings()
+    (work / "request.json").write_text(json.dumps(request))
+    env = plain_environment() | {
+        "HOME": str(work), "TMPDIR": str(work), "PYTHONPATH": str(_ROOT), "PYTHONDONTWRITEBYTECODE": "1",
+        "MPLCONFIGDIR": str(work),
+    }  # fmt: skip
+    limits = [f"--as={settings.package_memory_mb * 2**20}", f"--cpu={int(settings.package_timeout_s) + 1}"]
+    cmd = [*(["prlimit", *limits, "--"] if shutil.which("prlimit") else []),
+           sys.executable, str(_INSPECT), str(work / "request.json")]  # fmt: skip
+    user: dict[str, Any] = {}
+    if os.geteuid() == 0 and _others_may_run(Path(sys.executable)):  # root: the code runs as nobody
+        for path in (work, *work.rglob("*")):
+            os.chown(path, _NOBODY, _NOBODY)
+        user = {"user": _NOBODY, "group": _NOBODY, "extra_groups": []}
+    try:
+        proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, check=False,
+                              timeout=settings.package_timeout_s, start_new_session=True, **user)  # fmt: skip
+    except subprocess.TimeoutExpired:
         raise ModelError(
-            f"{origin} holds a {type(model).__name__}, which has no predict() method",
-            hint="save the fitted estimator or pipeline itself (joblib.dump(model, path))",
-        )
+            f"loading {request['origin']} took longer than {settings.package_timeout_s:g} s: stopped",
+            hint="a model that loads this slowly (or never returns) is refused; raise SLIPWAY_PACKAGE_TIMEOUT_S "
+            "if it is that big",
+        ) from None
+    result_file = work / "result.json"
+    result: dict[str, Any] = json.loads(result_file.read_text()) if result_file.exists() else {}
+    if proc.returncode == 0 and "error" not in result:
+        return result
+    if "error" in result:
+        raise ModelError(result["error"], hint=result["hint"])
+    tail = "\n".join(f"  | {line}" for line in proc.stderr.strip().splitlines()[-12:])
+    memory = " or memory" if proc.returncode < 0 or "MemoryError" in proc.stderr else ""
+    raise ModelError(
+        f"loading {request['origin']} failed in the sandbox (exit {proc.returncode}):\n{tail}",
+        hint=f"the model could not be loaded within its limits of time{memory} "
+        f"(SLIPWAY_PACKAGE_TIMEOUT_S, SLIPWAY_PACKAGE_MEMORY_MB); read the output above",
+    )
+
+
+def _others_may_run(interpreter: Path) -> bool:
+    """Whether an unprivileged user can run ``interpreter`` (every folder on its real path searchable)."""
+    real = interpreter.resolve()
+    return all(p.stat().st_mode & 0o001 for p in real.parents) and bool(real.stat().st_mode & 0o001)
+
+
+def tree_sha256(root: Path) -> str:
+    """The digest of a directory's files (names and contents): an MLflow model's identity."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(f"{path.relative_to(root).as_posix()}\0{sha256_file(path)}\n".encode())
+    return digest.hexdigest()
+
+
+def _check_registry_digest(spec: ReleaseSpec, uri: str, digest: str) -> None:
+    """A registry version packaged before must have the digest it had then (tampering is refused unread)."""
+    model_dir = get_settings().path("packages", spec.model.name)
+    for manifest_file in model_dir.glob(f"*/{MANIFEST}") if model_dir.is_dir() else []:
+        with contextlib.suppress(OSError, ValueError):
+            earlier = read_manifest(manifest_file.parent)
+            if earlier.source == uri and earlier.source_sha256 and earlier.source_sha256 != digest:
+                raise ModelError(
+                    f"{uri} now has digest {digest}, but when it was packaged on {earlier.created_at} it had "
+                    f"{earlier.source_sha256}: its files changed in the registry; refused before loading them",
+                    hint="a registered version must not change: register the new files as a new version, or find "
+                    "out who replaced them",
+                )
 
 
 def _read_samples(path: Path) -> list[Any]:
@@ -176,72 +263,12 @@ def _read_samples(path: Path) -> list[Any]:
     return [{"input": row, "expected": None if expected is None else expected[i]} for i, row in enumerate(inputs)]
 
 
-def _schema(model: Any, raw_samples: list[Any]) -> Schema:
-    names = getattr(model, "feature_names_in_", None)
-    first = raw_samples[0]["input"]
-    if isinstance(first, dict) and names is None:
-        names = list(first)
-    n = getattr(model, "n_features_in_", None) or (len(names) if names is not None else len(first))
-    task = "classification" if hasattr(model, "classes_") else "regression"
-    return Schema(n_features=int(n), feature_names=None if names is None else [str(x) for x in names], task=task)
-
-
-def _golden_samples(model: Any, schema: Schema, raw_samples: list[Any], origin: str) -> list[Sample]:
-    samples: list[Sample] = []
-    mismatches: list[str] = []
-    for i, raw in enumerate(raw_samples[:MAX_SAMPLES]):
-        row = raw["input"]
-        if isinstance(row, dict):
-            try:
-                row = [row[name] for name in schema.feature_names or []]
-            except KeyError as exc:
-                raise ModelError(f"sample {i} lacks feature {exc}", hint="give every feature in each sample") from None
-        if not isinstance(row, list) or len(row) != schema.n_features:
-            raise ModelError(
-                f"sample {i} has {len(row) if isinstance(row, list) else 'no list of'} values, "
-                f"the model takes {schema.n_features}",
-                hint="make every sample row as wide as the model's input",
-            )
-        try:
-            output = np.asarray(model.predict(np.asarray([row], dtype=np.float64))).tolist()[0]
-        except Exception as exc:
-            raise ModelError(
-                f"{origin} raised on predict() of sample {i} ({type(exc).__name__}: {exc})",
-                hint="check that the samples match what the model was trained on, and that the model works",
-            ) from exc
-        expected = raw["expected"]
-        if expected is not None and not _same(output, expected, schema.task):
-            mismatches.append(f"sample {i}: model says {output!r}, samples file expects {expected!r}")
-        samples.append(Sample(input=row, output=output))
-    if mismatches:
-        raise ModelError(
-            "the golden samples disagree with the model:\n" + "\n".join(f"  {m}" for m in mismatches),
-            hint="this is not the model the expected outputs came from: check model.source, or fix 'expected'",
-        )
-    return samples
-
-
-def _same(a: Any, b: Any, task: str) -> bool:
-    if task == "regression" and isinstance(a, float) and isinstance(b, (int, float)):
-        return math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9)
-    return bool(a == b)
-
-
-def _framework_versions(model: Any) -> dict[str, str]:
-    modules = {type(model).__module__.split(".")[0], "numpy", "scipy", "joblib"}
-    by_module = metadata.packages_distributions()
-    versions: dict[str, str] = {}
-    for module in sorted(modules):
-        for dist in by_module.get(module, []):
-            versions[dist] = metadata.version(dist)
-    return versions
-
-
 @task(name="package model", cache_policy=NONE)
 def package(spec: ReleaseSpec, packages_dir: Path) -> ModelPackage:
     pkg = package_model(spec, packages_dir)
     get_run_logger().info(
-        "packaged %s version %s (sha256 %s, %d golden samples) at %s",
-        pkg.manifest.name, pkg.manifest.version, pkg.sha256[:12], len(pkg.manifest.samples), pkg.dir,
+        "packaged %s version %s (sha256 %s, %d golden samples, %s) at %s",
+        pkg.manifest.name, pkg.manifest.version, pkg.sha256[:12], len(pkg.manifest.samples),
+        pkg.manifest.artifact_format, pkg.dir,
     )  # fmt: skip
     return pkg

@@ -152,3 +152,32 @@ def prefect_api() -> Iterator[None]:
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+# What a deploy process holds; none of it may reach the code a model file runs.
+SECRETS = {
+    "AWS_SECRET_ACCESS_KEY": "aws-secret-0123456789", "GOOGLE_APPLICATION_CREDENTIALS": "/secrets/gcp.json",
+    "PREFECT_API_KEY": "pnu_0123456789", "REGISTRY_PASSWORD": "registry-secret-0123", "KUBECONFIG": "/secrets/kube",
+    "MLFLOW_TRACKING_TOKEN": "mlflow-token-0123",
+}  # fmt: skip
+
+
+@pytest.fixture
+def credentials(monkeypatch: pytest.MonkeyPatch, api_key: str) -> dict[str, str]:
+    """Credentials in this process's environment, as a deploy worker has them (and the endpoint's key)."""
+    for name, value in SECRETS.items():
+        monkeypatch.setenv(name, value)
+    return {**SECRETS, "SLIPWAY_API_KEY": api_key}
+
+
+@pytest.fixture
+def trojan(tmp_path: Path, iris_model: Path) -> tuple[Path, Path]:
+    """A malicious pickle of the example model, and where its payload writes what it saw."""
+    import joblib
+
+    from tests.fakes.models import write_trojan
+
+    dumps = tmp_path / "dumps"
+    dumps.mkdir()
+    dumps.chmod(0o777)  # the sandbox may run as nobody
+    return write_trojan(tmp_path / "trojan.pkl", joblib.load(iris_model), dumps / "env.jsonl"), dumps / "env.jsonl"

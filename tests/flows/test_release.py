@@ -189,3 +189,27 @@ def test_two_specs_that_release_one_model_to_two_places_need_two_service_names(
         assert [r.id for r in ledger.releases("iris-b")] == [second.release.id]
     finally:
         teardown(str(named))
+
+
+@pytest.mark.fault("bad input")
+def test_a_malicious_model_released_holds_no_credential_where_its_code_runs(
+    write_spec: SpecWriter, trojan: tuple[Path, Path], credentials: dict[str, str], state_dir: Path
+) -> None:
+    """The trojan runs in the package sandbox (nothing), then in the staging and production servers
+    (their own endpoint key, nothing else); never in the process that holds the deploy credentials."""
+    from tests.fakes.models import dumped
+
+    model, dump = trojan
+    spec = write_spec(model__source=str(model))
+    try:
+        result = release(str(spec))
+        assert _sha_served(spec, credentials["SLIPWAY_API_KEY"]) == result.release.package_sha256
+    finally:
+        teardown(str(spec))
+    runs = dumped(dump)
+    assert len(runs) >= 3 and all(r["pid"] != os.getpid() for r in runs)  # sandbox, staging, production
+    sandbox, *servers = runs
+    assert not {name for name, value in credentials.items() if value in repr(sandbox["env"])}
+    for server in servers:
+        leaked = {name for name, value in credentials.items() if value in repr(server["env"])}
+        assert leaked == {"SLIPWAY_API_KEY"}, leaked  # its own key, nothing more

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 
@@ -45,3 +47,18 @@ def register_burst(name: str, count: int) -> list[str]:
         str(client.create_model_version(name, info.model_uri, run_id=run.info.run_id, model_id=info.model_id).version)
         for _ in range(count)
     ]
+
+
+def register_trojan(name: str, dump: Path) -> str:
+    """Register a version of ``name`` whose model file runs a payload when loaded (see
+    tests/fakes/models.py ``trojan_of``), then is a working iris model."""
+    import mlflow
+
+    from tests.fakes.models import trojan_of
+
+    data = load_iris()
+    model = LogisticRegression(max_iter=500).fit(data.data, data.target)
+    with mlflow.start_run():
+        info = mlflow.sklearn.log_model(trojan_of(model, dump), name="model", registered_model_name=name,
+                                        serialization_format="pickle")  # fmt: skip
+    return str(info.registered_model_version)

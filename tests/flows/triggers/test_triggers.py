@@ -27,7 +27,7 @@ from slipway.ledger import Outcome
 from slipway.release import Stage
 from tests.flows.triggers.conftest import MODEL, Stack
 from tests.flows.triggers.helpers import ago, delivery, events_of, final_run_for, release_runs, runs_for, wait_for
-from tests.flows.triggers.registry import register, register_burst, register_unloadable
+from tests.flows.triggers.registry import register, register_burst, register_trojan, register_unloadable
 
 pytestmark = [pytest.mark.prefect_server, pytest.mark.mlflow, pytest.mark.timeout(600)]
 
@@ -158,3 +158,25 @@ def test_a_burst_of_versions_ends_on_the_last_and_never_interleaves(stack: Stack
     spans = sorted((r.start_time, r.end_time) for r in release_runs() if r.start_time and r.end_time)
     for (_, end), (start, _) in itertools.pairwise(spans):
         assert end <= start, f"release runs overlap: one ended {end}, the next started {start}"
+
+
+@pytest.mark.fault("bad input")
+def test_a_malicious_version_released_by_its_event_runs_its_code_without_credentials(stack: Stack, v1: FlowRun) -> None:
+    """Last of the module: it releases a new version. The registry is where anyone with write access
+    can put a model file; the worker that releases it holds every deploy credential."""
+    from tests.fakes.models import dumped
+
+    dumps = stack.tmp / "trojan"
+    dumps.mkdir()
+    dumps.chmod(0o777)  # the sandbox may run as nobody
+    dump = dumps / "env.jsonl"
+    version = register_trojan(MODEL, dump)
+    before = len(dumped(dump))  # MLflow loads the model as it logs it (its requirements inference), on the user's side
+    run = final_run_for(version, timeout=PRODUCTION_WITHIN_S)
+    assert run.state is not None and run.state.is_completed(), run.state
+    assert _served_version(stack) == version
+    # What Slipway's release ran: the package sandbox, once; the package holds the model the sandbox
+    # re-serialized, so the servers run none of the file's code.
+    (seen,) = dumped(dump)[before:]
+    assert not any(k.startswith(("PREFECT_", "SLIPWAY_", "MLFLOW_", "AWS_")) for k in seen["env"]), sorted(seen["env"])
+    assert not {stack.api_key, stack.secret} & set(seen["env"].values())

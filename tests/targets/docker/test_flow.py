@@ -1,4 +1,5 @@
-"""The release flow with `kind: docker` on both stages: built, pushed, gated and promoted by digest."""
+"""The release flow with `kind: docker` on both stages: built, pushed, gated and promoted by digest, for
+a skops model (the safe format: its image must carry skops, its server load it)."""
 
 from __future__ import annotations
 
@@ -19,8 +20,16 @@ pytestmark = [pytest.mark.prefect, pytest.mark.locust, pytest.mark.usefixtures("
 
 
 @pytest.fixture
-def docker_spec(write_spec: SpecWriter, state_dir: Path, api_key: str) -> Iterator[Path]:
+def docker_spec(
+    write_spec: SpecWriter, state_dir: Path, api_key: str, iris_model: Path, tmp_path: Path
+) -> Iterator[Path]:
+    import joblib
+    import skops.io
+
+    skops_model = tmp_path / "iris.skops"
+    skops.io.dump(joblib.load(iris_model), skops_model)
     spec = write_spec(
+        model__source=str(skops_model),
         staging={"kind": "docker", "port": free_port(), "ready_timeout_s": 30},
         production={"kind": "docker", "port": free_port(), "ready_timeout_s": 30},
         image={"repository": TEST_REPOSITORY},
@@ -42,3 +51,5 @@ def test_release_flow_runs_on_docker_and_promotes_the_digest(docker_spec: Path, 
     assert staging == []  # staging torn down at the end of the run
     [record] = SqliteLedger(state_dir / "ledger.sqlite").releases("iris")
     assert record.release.image == image
+    meta = httpx.get(f"{url}/metadata", headers={"X-API-Key": api_key}, timeout=5).json()
+    assert meta["artifact_format"] == "skops" and "skops" in meta["framework"]
