@@ -18,16 +18,18 @@ from pydantic import Field
 
 from flows.pipeline import Pipeline, open_pipeline, run_id
 from flows.recovery import settle_interrupted
+from slipway.costs import price_table
 from slipway.errors import GateFailed
 from slipway.ledger import Outcome, ReleaseRecord
 from slipway.locking import service_lock
 from slipway.registry import pin_version, superseded
 from slipway.release import Release, Stage
 from targets.base import Deployment
-from tasks.gate import GateReport, gate
+from tasks.gate import CostBasis, GateReport, gate
 from tasks.image import build_image, push_image
 from tasks.package import ModelPackage, package
 from tasks.promote import promote
+from tasks.review import review_step
 from tasks.stage import deploy_staging, teardown_stage
 
 
@@ -49,13 +51,16 @@ RegistryVersion = Annotated[
 
 
 @flow(name="release", log_prints=True)
-def release(spec_path: str, trigger: str = "manual", version: RegistryVersion = "") -> ReleaseResult:
+def release(
+    spec_path: str, trigger: str = "manual", version: RegistryVersion = "", strict: bool = False
+) -> ReleaseResult:
     """Release the model of the spec at ``spec_path`` to production, through staging and the gate.
 
     Args:
         spec_path: Path of the release spec (slipway.yaml) on the machine that runs the flow.
         trigger: What started this run (manual, schedule, or the id of the event), for the ledger.
         version: MLflow registry version to release instead of the spec's; empty for the spec's.
+        strict: Refuse on any warning of the practices review, not only on its refusals.
     """
     p = open_pipeline(spec_path)
     source = p.spec.model.source
@@ -68,6 +73,7 @@ def release(spec_path: str, trigger: str = "manual", version: RegistryVersion = 
         if version and (reason := superseded(source, version)):
             get_run_logger().info("version %s not released: %s", version, reason)
             return cast(ReleaseResult, Cancelled(message=f"version {version} superseded: {reason}"))
+        review_step(p.spec, p.staging, p.production, strict)
         pkg = package(p.spec, p.settings.path("packages"))
         image_id = build_image(p.spec, pkg, [p.staging, p.production])
         image = push_image(p.spec, image_id)
@@ -90,7 +96,7 @@ def _stage_gate_promote(p: Pipeline, rel: Release, pkg: ModelPackage) -> Release
     report: GateReport | None = None
     try:
         staged = deploy_staging(p.staging, rel, p.spec.timeouts(Stage.STAGING))
-        report = gate(staged, pkg.dir, p.spec.gate, p.api_key, p.settings.path("reports", p.service, rel.id))
+        report = gate(staged, pkg.dir, p.spec.gate, p.api_key, p.settings.path("reports", p.service, rel.id), _cost(p))
         if not report.passed:
             raise GateFailed(rel.id, report.violations, report_path=report.html_report)
         live = promote(p.production, rel, p.spec.timeouts(Stage.PRODUCTION), p.ledger, run_id())
@@ -109,6 +115,11 @@ def _stage_gate_promote(p: Pipeline, rel: Release, pkg: ModelPackage) -> Release
             logger.error("staging could not be torn down: %s; run `slipway teardown --stage staging`", exc)
     p.ledger.finish(rel.id, Outcome.PROMOTED, gate=report.figures())
     return ReleaseResult(rel, live, report)
+
+
+def _cost(p: Pipeline) -> CostBasis:
+    staging, production = p.staging.facts(), p.production.facts()
+    return CostBasis(production.usage, price_table(p.spec.costs.prices), staging.instances, production.instances)
 
 
 def _new_release_id(sha256: str) -> str:

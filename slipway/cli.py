@@ -29,8 +29,9 @@ from slipway.release import ArtifactKind, Stage
 from slipway.settings import resolve_api_key
 
 if TYPE_CHECKING:
-    from targets.base import Target
+    from targets.base import Change, Target
     from tasks.gate import Check
+    from tasks.review import Finding
 
 app = typer.Typer(help="Release ML models: package, build, push, stage, load-gate, promote.", no_args_is_help=True)
 _WIDTH = None if sys.stdout.isatty() else 160  # logs and pipes get whole table rows
@@ -69,14 +70,20 @@ def _clear_errors() -> Iterator[None]:
 
 
 @app.command()
-def deploy(spec: SpecArg, trigger: str = typer.Option("manual", help="Recorded in the ledger.")) -> None:
+def deploy(
+    spec: SpecArg,
+    trigger: Annotated[str, typer.Option(help="Recorded in the ledger.")] = "manual",
+    strict: Annotated[bool, typer.Option(help="Refuse on any warning of the practices review.")] = False,
+) -> None:
     """Run the whole pipeline: package → build → push → staging → gate → production."""
     from flows.release import release
 
     with _clear_errors():
-        result = release(spec, trigger=trigger)
+        result = release(spec, trigger=trigger, strict=strict)
     report, endpoint, rel = result.report, result.production.endpoint, result.release
     out.print(_gate_table(report.checks, f"gate of {rel.id}: passed"))
+    cost = "not estimated" if report.cost_per_1000_usd is None else f"${report.cost_per_1000_usd:,.6f}"
+    out.print(f"cost per 1,000 predictions: {cost} ({report.cost_note})", markup=False, highlight=False)
     out.print(Text.assemble(
         "production of ", (rel.service, "bold"), " serves ", (rel.model, "bold"), " version ", (rel.version, "bold"),
         f" (release {rel.id}) at ", (endpoint.public_url or endpoint.url, "bold"),
@@ -100,16 +107,27 @@ def deploy(spec: SpecArg, trigger: str = typer.Option("manual", help="Recorded i
 
 
 @app.command()
-def plan(spec: SpecArg) -> None:
-    """Show what `deploy` would do, changing nothing."""
+def plan(
+    spec: SpecArg,
+    strict: Annotated[bool, typer.Option(help="Refuse on any warning of the practices review.")] = False,
+    output: Annotated[str, typer.Option(help="text, or json (for a pull-request bot).")] = "text",
+) -> None:
+    """Show what `deploy` would do, changing nothing: the steps, what each target creates, changes and
+    deletes, the review of the deployment practices, and the estimated cost."""
     from tasks.image import artifacts_for
     from tasks.package import CODE_FORMATS, inspect_model, sandbox_dir
+    from tasks.review import review
 
+    if output not in ("text", "json"):
+        err.print(Text.assemble(("error: ", "bold red"), f"--output must be text or json, not {output!r}"))
+        raise typer.Exit(2)
     with _clear_errors():
         p = open_pipeline(spec, need_key=False)
         with sandbox_dir() as work:
             inspected = inspect_model(p.spec, work)
         live = p.ledger.live(p.service, Stage.PRODUCTION)
+        changes = {t.stage.value: t.changes() for t in (p.staging, p.production)}
+        practices = review(p.spec, p.staging, p.production)
     load, slo = p.spec.gate.load, p.spec.gate.slo
     image = ArtifactKind.IMAGE in artifacts_for([p.staging, p.production])
     takes_image = [f"{t.stage.value} ({t.kind})" for t in (p.staging, p.production)
@@ -131,9 +149,18 @@ def plan(spec: SpecArg) -> None:
         + (f"release {live.id} (version {live.release.version})" if live else "nothing (first release)"),
         f"record    service {p.service} in {p.settings.state_dir} (ledger, packages, reports)",
     ]  # fmt: skip
-    for i, step in enumerate(steps, 1):
-        out.print(f"{i}. {step}", highlight=False, markup=False)
+    if output == "json":
+        doc = {"service": p.service, "steps": steps, "review": practices.to_json(),
+               "changes": {stage: [c.__dict__ for c in cs] for stage, cs in changes.items()},
+               "refused": [f.__dict__ for f in practices.refused(strict)]}  # fmt: skip
+        out.print_json(json.dumps(doc))
+    else:
+        for i, step in enumerate(steps, 1):
+            out.print(f"{i}. {step}", highlight=False, markup=False)
+        out.print(_changes_table(changes))
+        out.print(_review_table(practices.findings, strict))
     with _clear_errors():
+        practices.check(strict)
         resolve_api_key(p.spec.auth.api_key_env, p.spec.auth.mode == "api_key")
 
 
@@ -171,7 +198,8 @@ def releases(spec: SpecArg) -> None:
         records = p.ledger.releases(p.service)
         live = p.ledger.live(p.service, Stage.PRODUCTION)
     table = Table(title=Text(f"releases of {p.service}"))
-    for col in ("release", "version", "sha256", "outcome", "rps", "p95 ms", "p99 ms", "errors", "started", "trigger"):
+    for col in ("release", "version", "sha256", "outcome", "rps", "p95 ms", "p99 ms", "errors", "$/1k pred.",
+                "started", "trigger"):  # fmt: skip
         table.add_column(col)
     for r in records:
         rel = r.release
@@ -265,16 +293,39 @@ def _stage(target: Target) -> str:
     return f"{target.kind}: {target.location} (takes {', '.join(sorted(target.capabilities.artifacts))}; {split})"
 
 
+def _changes_table(changes: dict[str, list[Change]]) -> Table:
+    table = Table(title="what a release changes")
+    for col in ("stage", "action", "resource", "detail"):
+        table.add_column(col)
+    for stage, cs in changes.items():
+        for c in cs:
+            table.add_row(stage, Text(c.action), Text(c.resource), Text(c.detail))
+    return table
+
+
+def _review_table(findings: list[Finding], strict: bool) -> Table:
+    colour = {"pass": "green", "warn": "yellow", "refuse": "red"}
+    table = Table(title="the deployment practices" + (" (strict: warnings refuse)" if strict else ""))
+    for col in ("practice", "result", "why", "fix"):
+        table.add_column(col)
+    for f in findings:
+        level = "refuse" if strict and f.level == "warn" else f.level
+        table.add_row(Text(f.practice), Text(level, colour[level]), Text(f.reason), Text(f.fix))
+    return table
+
+
 def _outcome(r: ReleaseRecord) -> Text:
     colour = {Outcome.PROMOTED: "green", Outcome.REJECTED: "red", Outcome.FAILED: "red"}.get(r.outcome, "yellow")
     return Text(r.outcome.value, colour)
 
 
-def _figures(r: ReleaseRecord) -> tuple[str, str, str, str]:
+def _figures(r: ReleaseRecord) -> tuple[str, str, str, str, str]:
     g = r.gate
     if not g or not g.get("requests"):
-        return ("-", "-", "-", "-")
-    return (f"{g['rps']:.0f}", f"{g['p95_ms']:g}", f"{g['p99_ms']:g}", f"{g['error_rate']:.2%}")
+        return ("-", "-", "-", "-", "-")
+    cost = g.get("cost_per_1000_usd")
+    return (f"{g['rps']:.0f}", f"{g['p95_ms']:g}", f"{g['p99_ms']:g}", f"{g['error_rate']:.2%}",
+            "-" if cost is None else f"{cost:.6f}")  # fmt: skip
 
 
 def _gate_table(checks: list[Check], title: str) -> Table:

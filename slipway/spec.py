@@ -243,6 +243,20 @@ class AuthSettings(_Strict):
         pattern=_ENV_VAR,
         description="Environment variable that holds the endpoint's API key at deploy time.",
     )
+    unauthenticated_because: str = Field(
+        default="",
+        description="Why production may serve without authentication (mode: none): without a reason it is refused.",
+    )
+
+
+class CostSettings(_Strict):
+    requests_per_month: float = Field(
+        default=1_000_000, ge=0, description="The traffic plan's monthly estimate is computed for."
+    )
+    prices: dict[str, float] = Field(
+        default_factory=dict,
+        description="Prices (USD) that override or add to slipway/prices.yaml, by item, e.g. docker.host_hour.",
+    )
 
 
 class ReleaseSpec(_Strict):
@@ -258,6 +272,7 @@ class ReleaseSpec(_Strict):
     production: TargetConfig
     gate: GateSettings = Field(default_factory=GateSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
+    costs: CostSettings = Field(default_factory=CostSettings)
 
     # Where the spec was read from (relative paths resolve against it) and the hash of its text.
     _base_dir: Path = PrivateAttr(default=Path("."))

@@ -24,8 +24,9 @@ What each method may touch, for every target:
 - ``discard`` removes a candidate that never went live (and any share of traffic ``shift`` gave it).
   It never touches the live release: called on a candidate that is live, it does nothing.
 - ``rollback`` puts an earlier release live through the same steps (reusing retained resources
-  where the pattern keeps them); ``teardown`` removes everything of the stage; ``describe`` and
-  ``endpoint`` only read.
+  where the pattern keeps them); ``teardown`` removes everything of the stage; ``describe``,
+  ``endpoint``, ``facts`` (what the stage is configured to be) and ``changes`` (what a release
+  would create, change and delete: the plan) only read.
 
 Each pattern maps these onto its own resources: a process (local), a container behind a proxy or an
 instance (VM), a revision (container service), a Deployment and Service (Kubernetes), a function
@@ -38,10 +39,11 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol
 
 from pydantic import SecretStr
 
+from slipway.costs import Usage
 from slipway.errors import ConfigError
 from slipway.release import ArtifactKind, Auth, AuthScheme, Endpoint, Release, Stage
 from slipway.spec import Timeouts
@@ -87,6 +89,33 @@ class Capabilities:
 
 IMAGE = frozenset({ArtifactKind.IMAGE})
 PACKAGE = frozenset({ArtifactKind.PACKAGE})
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What a stage is configured to be, read from its config (and, where cheap, the platform): what
+    ``plan`` reviews against the chapter's practices (tasks/review.py) and prices (slipway/costs.py)."""
+
+    instances: int  # always-on instances at the least (0: scales to zero)
+    max_instances: int
+    autoscaling: str  # what scales it ("HPA: 2-4 pods at 70 % CPU"); "" when its count is fixed
+    can_autoscale: bool  # the target can scale it, so a fixed count is a choice
+    zones: int | None  # availability zones it spans; None where that is not known or not a notion
+    can_span_zones: bool
+    monitoring: tuple[str, ...]  # what watches it: routes, probes, alarms
+    tls: bool  # its users reach it over TLS
+    public: bool  # reachable from beyond this machine or a private network
+    at_rest: tuple[str, ...]  # what Slipway stores for it, and how it is encrypted
+    usage: Usage | None  # what it is billed by; None: nothing is billed (this machine)
+
+
+@dataclass(frozen=True)
+class Change:
+    """One thing a release put live on a stage would create, change or delete."""
+
+    action: Literal["create", "change", "delete"]
+    resource: str
+    detail: str = ""
 
 
 @dataclass(frozen=True)
@@ -156,6 +185,14 @@ class Target(Protocol):
 
     def describe(self) -> StageStatus:
         """What is live on the stage and whether it answers."""
+        ...
+
+    def facts(self) -> Facts:
+        """What the stage is configured to be (for the review of practices and for cost). Only reads."""
+        ...
+
+    def changes(self) -> list[Change]:
+        """What putting a new release live here would create, change and delete. Only reads."""
         ...
 
 

@@ -29,13 +29,14 @@ from docker.models.containers import Container
 from docker.types import LogConfig
 
 from serving.contract import PORT, exit_reason
+from slipway.costs import Usage
 from slipway.errors import At, ConfigError, SlipwayError, TargetError
 from slipway.http import answers
 from slipway.release import Endpoint, Release
 from slipway.spec import DockerTarget as DockerConfig
 from slipway.spec import Timeouts
 from targets import _proxy
-from targets.base import IMAGE, Capabilities, Deployment, StageStatus, TargetContext, put_live
+from targets.base import IMAGE, Capabilities, Change, Deployment, Facts, StageStatus, TargetContext, put_live
 from targets.containers import connect, map_error, port_answers, resolve_credentials, ssh_hostname
 
 _SETTLE_S = 30.0  # at least this long for the proxy to answer only from a new configuration
@@ -182,6 +183,26 @@ class DockerHostTarget:
         return StageStatus(
             self.stage, self.kind, live["release_id"], stable, answers(stable, stable.routes.health), detail
         )
+
+    def facts(self) -> Facts:
+        public = self.config.bind_address not in ("127.0.0.1", "localhost", "::1")
+        monitoring = ("/metrics", "the image's HEALTHCHECK", f"restart policy {self.config.restart_policy}")
+        usage = Usage(hourly={"docker.host_hour": 1.0})  # the Docker host: its price is the user's to give
+        return Facts(1, 1, "", False, None, False, monitoring, tls=False, public=public, at_rest=(), usage=usage)
+
+    def changes(self) -> list[Change]:
+        live = self._live()
+        out = [Change("create", f"container {self.prefix}-<release>", f"the image by digest, {self.config.memory}, "
+                      f"{self.config.cpus:g} CPU, on network {self.prefix}")]  # fmt: skip
+        if live is None:
+            out += [Change("create", f"network {self.prefix}"),
+                    Change("create", f"proxy container {self.prefix}-proxy", f"nginx on {self.config.bind_address}:"
+                           f"{self.config.port}")]  # fmt: skip
+        else:
+            out += [Change("change", f"proxy container {self.prefix}-proxy", "upstream to the new container"),
+                    Change("delete", f"container {live['container']} (release {live['release_id']})",
+                           f"after {self.config.keep_previous_s:g} s kept for rollback")]  # fmt: skip
+        return out
 
     # --- helpers ----------------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from slipway.costs import Usage
 from slipway.errors import At, ConfigError, TargetError
 from slipway.http import answers
 from slipway.release import Endpoint, Release
@@ -28,7 +29,7 @@ from slipway.spec import Ec2Target as Ec2Config
 from slipway.spec import Timeouts
 from targets._ec2_boot import user_data
 from targets.aws import ServiceCodes, map_aws_error
-from targets.base import IMAGE, Capabilities, Deployment, StageStatus, TargetContext, no_shift, put_live
+from targets.base import IMAGE, Capabilities, Change, Deployment, Facts, StageStatus, TargetContext, no_shift, put_live
 from targets.containers import registry_of, resolve_credentials
 
 if TYPE_CHECKING:
@@ -197,6 +198,26 @@ class Ec2InstanceTarget:
         detail = f"instance {inst['InstanceId']} ({inst['InstanceType']}, {inst['State']['Name']})"
         healthy = answers(endpoint, endpoint.routes.health, timeout_s=2)
         return StageStatus(self.stage, self.kind, tags.get("slipway:release"), endpoint, healthy, detail)
+
+    def facts(self) -> Facts:
+        import ipaddress
+
+        public = not ipaddress.ip_network(self.config.allowed_cidr).is_private
+        usage = Usage(hourly={f"ec2.{self.config.instance_type}": 1.0})
+        return Facts(1, 1, "", False, 1, False, ("/metrics", "/health", "the container's restart policy"),
+                     tls=False, public=public, at_rest=("SSM SecureString parameters (KMS)",), usage=usage)  # fmt: skip
+
+    def changes(self) -> list[Change]:
+        out = [Change("create", f"instance {self.name}-<release>", f"{self.config.instance_type} from "
+                      f"{self.config.ami}, IMDSv2, the image by digest")]  # fmt: skip
+        with self._aws("plan", self.name):
+            if not self._groups():
+                out.append(Change("create", f"security group {self.name}",
+                                  f"tcp {self.config.port} from {self.config.allowed_cidr} only"))  # fmt: skip
+            out += [Change("delete", f"instance {i['InstanceId']}", "the previous release, once the new one is live")
+                    for i in self._instances(role="live")]  # fmt: skip
+        out.append(Change("change", f"SSM parameters {self.params}/*", "the API key (SecureString)"))
+        return out
 
     # --- helpers ----------------------------------------------------------------------------
 

@@ -33,6 +33,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from serving.contract import PORT
+from slipway.costs import Usage
 from slipway.errors import At, ConfigError, TargetError
 from slipway.release import Endpoint, Release
 from slipway.spec import KubernetesTarget as KubernetesConfig
@@ -41,7 +42,7 @@ from targets import _k8s_objects as obj
 from targets._k8s_api import HPA_VERSIONS, PDB_VERSIONS, RawResource, calls, connect, served_version
 from targets._k8s_forward import Forwarder
 from targets._k8s_pods import diagnose, summary
-from targets.base import IMAGE, Capabilities, Deployment, StageStatus, TargetContext, no_shift, put_live
+from targets.base import IMAGE, Capabilities, Change, Deployment, Facts, StageStatus, TargetContext, no_shift, put_live
 
 _LIVE = "slipway.io/release-id"
 
@@ -201,6 +202,35 @@ class KubernetesClusterTarget:
         if self.blue_green and self._service_selector() not in (None, self._live_selector(live)):
             detail += "; traffic split with a candidate"
         return StageStatus(self.stage, self.kind, live, self._stable(), available > 0, detail)
+
+    def facts(self) -> Facts:
+        c = self.config
+        scaling = (
+            f"HPA: {c.replicas}-{c.max_replicas} pods at {c.target_cpu_percent} % CPU"
+            if c.max_replicas > c.replicas
+            else ""
+        )
+        monitoring = ("startup, readiness and liveness probes", "/metrics", "PodDisruptionBudget maxUnavailable 1")
+        cpu, gib = _cpu(c.cpu_request), _gib(c.memory_request)
+        usage = Usage(hourly={"kubernetes.vcpu_hour": cpu * c.replicas, "kubernetes.gib_hour": gib * c.replicas})
+        return Facts(c.replicas, c.max_replicas, scaling, True, None, True, monitoring, tls=False, public=False,
+                     at_rest=("Secret per release (etcd encryption is the cluster's)",), usage=usage)  # fmt: skip
+
+    def changes(self) -> list[Change]:
+        live = self._live_release()
+        name = f"{self.service}-<release>"
+        if self.blue_green:
+            out = [Change("create", f"Deployment {self.namespace}/{name}", f"{self.config.replicas} pods, the image "
+                          "by digest"), Change("create", f"Secret {self.namespace}/{name}-key")]  # fmt: skip
+        else:
+            out = [Change("create", f"Deployment {self.namespace}/{name}", "one candidate pod, removed after"),
+                   Change("change" if live else "create", f"Deployment {self.namespace}/{self.service}",
+                          "rolling update to the new pod template")]  # fmt: skip
+        out.append(Change("change" if live else "create", f"Service {self.namespace}/{self.service}",
+                          "selects the new release's pods"))  # fmt: skip
+        if live:
+            out.append(Change("delete", f"objects of release {live}", "Deployment, Secret, PDB, HPA"))
+        return out
 
     # --- promotion --------------------------------------------------------------------------
 
@@ -421,6 +451,18 @@ class KubernetesClusterTarget:
         except ApiException as exc:
             if exc.status != 404:
                 raise
+
+
+def _cpu(quantity: str) -> float:
+    """A Kubernetes CPU quantity ("250m", "1") in cores."""
+    return float(quantity[:-1]) / 1000 if quantity.endswith("m") else float(quantity)
+
+
+def _gib(quantity: str) -> float:
+    """A Kubernetes memory quantity ("256Mi", "1Gi", "512Ki", bytes) in GiB."""
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30}
+    unit = quantity[-2:]
+    return float(quantity[:-2]) * units[unit] / 2**30 if unit in units else float(quantity) / 2**30
 
 
 def _replacing(current: dict[str, str], wanted: dict[str, str]) -> dict[str, str | None]:

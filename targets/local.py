@@ -37,7 +37,17 @@ from slipway.release import Endpoint, Release
 from slipway.settings import plain_environment
 from slipway.spec import LocalTarget as LocalConfig
 from slipway.spec import Timeouts
-from targets.base import PACKAGE, Capabilities, Deployment, StageStatus, TargetContext, no_shift, put_live
+from targets.base import (
+    PACKAGE,
+    Capabilities,
+    Change,
+    Deployment,
+    Facts,
+    StageStatus,
+    TargetContext,
+    no_shift,
+    put_live,
+)
 
 _STOP_GRACE_S = 10.0
 
@@ -197,6 +207,18 @@ class LocalProcessTarget:
         if strays:
             detail += f"; {len(strays)} other server(s) of this stage still run (pids {strays}): a run was killed"
         return StageStatus(self.stage, self.kind, live["release_id"], self._endpoint(), healthy, detail)
+
+    def facts(self) -> Facts:
+        monitoring = ("/metrics", "/health", "slipway status (process alive, answering)")
+        return Facts(1, 1, "", False, None, False, monitoring, tls=False, public=False, at_rest=(), usage=None)
+
+    def changes(self) -> list[Change]:
+        new = f"server process of the new release on 127.0.0.1:{self.config.port}"
+        out = [Change("create", new, "holds the port until promoted (--hold)"),
+               Change("change", f"{self.dir}/live.json", "names the new release")]  # fmt: skip
+        if live := self._live():
+            out.append(Change("delete", f"server process {live['pid']} (release {live['release_id']})", "stopped"))
+        return out
 
     # --- helpers ----------------------------------------------------------------------------
 

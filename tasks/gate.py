@@ -24,7 +24,8 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NONE
 from pydantic import SecretStr
 
+from slipway.costs import Price, Usage, per_thousand
 from slipway.errors import At, GateError, GateFailed
 from slipway.release import Endpoint
 from slipway.spec import GateSettings, LoadProfile, Slo
@@ -77,6 +79,8 @@ class GateReport:
     load: LoadResult | None  # None when the smoke phase failed: the load phase is skipped
     checks: list[Check] = field(default_factory=list)
     html_report: str = ""
+    cost_per_1000_usd: float | None = None  # on production's sizing, at the throughput measured here
+    cost_note: str = ""  # how it was computed, or why it was not
 
     @property
     def passed(self) -> bool:
@@ -114,6 +118,7 @@ class GateReport:
             "error_rate": load.error_rate, "processes": self.profile.processes, "users": self.profile.users,
             "duration_s": self.profile.duration_s if self.load else 0.0, "html_report": self.html_report,
             "passed": self.passed, "checks": [asdict(c) for c in self.checks],
+            "cost_per_1000_usd": self.cost_per_1000_usd, "cost_note": self.cost_note,
         }  # fmt: skip
 
     def to_markdown(self) -> str:
@@ -140,8 +145,41 @@ class GateReport:
                 f"{profile.processes} core(s), machine {load.machine_busy_pct:.0f}% busy"
                 + (" — **saturated: figures bounded by the load generator**" if self.saturated else "")
                 + (" — **machine saturated**" if self.machine_saturated and not self.saturated else ""),
+                "",
+                f"Cost per 1,000 predictions: {_usd(self.cost_per_1000_usd)} ({self.cost_note})",
             ]
         )
+
+
+def _usd(value: float | None) -> str:
+    return "not estimated" if value is None else f"${value:,.6f}"
+
+
+@dataclass(frozen=True)
+class CostBasis:
+    """What the cost of a prediction is computed from: production's usage, the prices, and how many
+    instances served the gate (staging) and will serve production."""
+
+    usage: Usage | None
+    prices: Mapping[str, Price]
+    staging_instances: int
+    production_instances: int
+
+
+def priced(report: GateReport, basis: CostBasis) -> GateReport:
+    """The report with the cost of 1,000 predictions on production's sizing, at the throughput per
+    instance the gate measured (always-on capacity) and its median duration (per-request billing)."""
+    if report.load is None:
+        return report
+    if basis.usage is None:
+        return replace(report, cost_per_1000_usd=0.0, cost_note="production runs on this machine: nothing is billed")
+    rps = report.load.rps / max(basis.staging_instances, 1) * max(basis.production_instances, 1)
+    estimate = per_thousand(basis.usage, basis.prices, rps, report.load.p50_ms / 1000)
+    if estimate.usd is None:
+        note = "; ".join(estimate.lines) or f"no price for {', '.join(estimate.missing)}: set costs.prices in the spec"
+        return replace(report, cost_note=note)
+    note = f"{rps:,.0f} req/s on {basis.production_instances} instance(s): " + "; ".join(estimate.lines)
+    return replace(report, cost_per_1000_usd=estimate.usd, cost_note=note)
 
 
 def gate_env(endpoint: Endpoint, package_dir: Path, api_key: SecretStr | None, batch_size: int = 1) -> dict[str, str]:
@@ -305,10 +343,15 @@ def run_smoke(url: str, env: dict[str, str], report_dir: Path) -> list[str]:
 
 @task(name="gate", cache_policy=NONE)
 def gate(
-    deployment: Deployment, package_dir: Path, settings: GateSettings, api_key: SecretStr | None, report_dir: Path
+    deployment: Deployment,
+    package_dir: Path,
+    settings: GateSettings,
+    api_key: SecretStr | None,
+    report_dir: Path,
+    cost: CostBasis,
 ) -> GateReport:
-    """The gate as a Prefect task: runs it and publishes the table as a markdown artifact."""
-    report = run_gate(deployment, package_dir, settings, api_key, report_dir)
+    """The gate as a Prefect task: runs it, prices a prediction, publishes the table as a markdown artifact."""
+    report = priced(run_gate(deployment, package_dir, settings, api_key, report_dir), cost)
     create_markdown_artifact(
         key=f"gate-{deployment.release.service}",
         markdown=report.to_markdown(),

@@ -29,7 +29,7 @@ from serving.model import PackageError
 from slipway.errors import At, ConfigError, TargetError
 from slipway.release import Endpoint, Release, Stage
 from slipway.spec import Timeouts
-from targets.base import PACKAGE, Capabilities, Deployment, StageStatus, TargetContext, put_live
+from targets.base import PACKAGE, Capabilities, Change, Deployment, Facts, StageStatus, TargetContext, put_live
 
 CANDIDATE_HEADER = "X-Slipway-Candidate"
 ASGIApp = Callable[..., Any]
@@ -151,6 +151,12 @@ class FakeTarget:
         if live is None:
             return StageStatus(self.stage, self.kind, None, None, healthy=False, detail="nothing deployed")
         return StageStatus(self.stage, self.kind, live, self._endpoint(), healthy=True, detail=self.location)
+
+    def facts(self) -> Facts:
+        return Facts(1, 1, "", False, None, False, ("/metrics",), tls=False, public=False, at_rest=(), usage=None)
+
+    def changes(self) -> list[Change]:
+        return [Change("create", "candidate app in this process")]
 
     # --- helpers -------------------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ from slipway.cli import app
 from slipway.ledger import Action, LiveEvent, Outcome, ReleaseRecord, SqliteLedger, now
 from slipway.recommend import recommend
 from slipway.release import Release, Stage
-from tests.conftest import SpecWriter
+from tests.conftest import SpecWriter, free_port
 
 runner = CliRunner()
 
@@ -39,14 +39,18 @@ def test_plan_lists_every_step_and_changes_nothing(write_spec: SpecWriter, state
     assert not state_dir.exists()
 
 
+@pytest.mark.docker
 def test_plan_looks_at_both_stages(write_spec: SpecWriter, state_dir: Path, api_key: str) -> None:
-    """Staging runs the package, production an image: the image is built, for production."""
-    spec = write_spec(production={"kind": "docker", "port": 8200, "host": "ssh://deploy@vm.example.com"})
-    result = runner.invoke(app, ["plan", str(spec)])
+    """Staging runs the package, production an image: the image is built, for production; what it
+    would create there is read from the engine."""
+    port = free_port()
+    result = runner.invoke(app, ["plan", str(write_spec(production={"kind": "docker", "port": port}))])
     assert result.exit_code == 0, result.output
-    assert "build     the serving image, for production (docker)" in result.output
-    assert "push      to 127.0.0.1:5000/slipway, pinned by digest" in result.output
-    assert "promote   docker: docker ssh://deploy@vm.example.com port 8200 (takes image; traffic split" in result.output
+    text = " ".join(result.output.split())
+    assert "build the serving image, for production (docker)" in text
+    assert "push to 127.0.0.1:5000/slipway, pinned by digest" in text
+    assert f"promote docker: docker local engine port {port} (takes image; traffic split" in text
+    assert "create │ proxy container slipway-iris-production-proxy" in text  # nothing runs there yet
 
 
 @pytest.mark.fault("bad input")
@@ -74,7 +78,8 @@ def _release(rid: str, version: str) -> Release:
 def test_releases_shows_every_attempt_its_figures_and_which_is_live(write_spec: SpecWriter, state_dir: Path) -> None:
     ledger = SqliteLedger(state_dir / "ledger.sqlite")
     for rid, version, outcome, gate in [
-        ("r-1", "1", Outcome.PROMOTED, {"requests": 900, "rps": 450.4, "p95_ms": 4, "p99_ms": 9, "error_rate": 0}),
+        ("r-1", "1", Outcome.PROMOTED, {"requests": 900, "rps": 450.4, "p95_ms": 4, "p99_ms": 9, "error_rate": 0,
+                                        "cost_per_1000_usd": 0.000123}),
         ("r-2", "2", Outcome.REJECTED, {"requests": 80, "rps": 40, "p95_ms": 300, "p99_ms": 900, "error_rate": 0.25}),
         ("r-3", "[3]", Outcome.FAILED, {}),
     ]:  # fmt: skip
@@ -86,6 +91,7 @@ def test_releases_shows_every_attempt_its_figures_and_which_is_live(write_spec: 
     rows = {line.split("│")[1].strip(): line for line in result.output.splitlines() if line.startswith("│ r-")}
     assert list(rows) == ["r-1 ◀ live", "r-2", "r-3"]
     assert "promoted" in rows["r-1 ◀ live"] and "450" in rows["r-1 ◀ live"] and "0.00%" in rows["r-1 ◀ live"]
+    assert "0.000123" in rows["r-1 ◀ live"]  # how the cost of a prediction moves between releases
     assert "rejected" in rows["r-2"] and "300" in rows["r-2"] and "25.00%" in rows["r-2"]
     assert "failed" in rows["r-3"] and "[3]" in rows["r-3"]  # a version in brackets is text
 
