@@ -111,6 +111,9 @@ def plan(
     spec: SpecArg,
     strict: Annotated[bool, typer.Option(help="Refuse on any warning of the practices review.")] = False,
     output: Annotated[str, typer.Option(help="text, or json (for a pull-request bot).")] = "text",
+    requests_per_month: Annotated[
+        float | None, typer.Option(help="The traffic to estimate the cost at; default: the spec's costs section.")
+    ] = None,
 ) -> None:
     """Show what `deploy` would do, changing nothing: the steps, what each target creates, changes and
     deletes, the review of the deployment practices, and the estimated cost."""
@@ -127,7 +130,11 @@ def plan(
             inspected = inspect_model(p.spec, work)
         live = p.ledger.live(p.service, Stage.PRODUCTION)
         changes = {t.stage.value: t.changes() for t in (p.staging, p.production)}
-        practices = review(p.spec, p.staging, p.production)
+        reviewed = p.spec
+        if requests_per_month is not None:
+            costs = p.spec.costs.model_copy(update={"requests_per_month": requests_per_month})
+            reviewed = p.spec.model_copy(update={"costs": costs})
+        practices = review(reviewed, p.staging, p.production)
     load, slo = p.spec.gate.load, p.spec.gate.slo
     image = ArtifactKind.IMAGE in artifacts_for([p.staging, p.production])
     takes_image = [f"{t.stage.value} ({t.kind})" for t in (p.staging, p.production)
@@ -159,6 +166,11 @@ def plan(
             out.print(f"{i}. {step}", highlight=False, markup=False)
         out.print(_changes_table(changes))
         out.print(_review_table(practices.findings, strict))
+        for stage, estimate in practices.costs.items():
+            total = "not estimated" if estimate.usd is None else f"${estimate.usd:,.2f}"
+            out.print(f"cost of {stage} a month: {total}", markup=False, highlight=False)
+            for line in estimate.lines:
+                out.print(f"  {line}", markup=False, highlight=False)
     with _clear_errors():
         practices.check(strict)
         resolve_api_key(p.spec.auth.api_key_env, p.spec.auth.mode == "api_key")

@@ -81,7 +81,8 @@ def per_thousand(usage: Usage, prices: Mapping[str, Price], rps: float, duration
 
 def _sum(terms: list[tuple[str, float, str]], prices: Mapping[str, Price]) -> Estimate:
     missing = sorted({k for k, _, _ in terms if k not in prices})
-    lines = [f"{k}: {q:,.6g} {prices[k].unit} ({how}) × ${prices[k].usd:g} = ${q * prices[k].usd:,.4f}"
+    lines = [f"{k}: {q:,.6g} {prices[k].unit} ({how}) × ${prices[k].usd:g} = ${q * prices[k].usd:,.4f} "
+             f"[{prices[k].source}{', ' + prices[k].date if prices[k].date else ''}]"
              for k, q, how in terms if k in prices]  # fmt: skip
     total = None if missing else sum(q * prices[k].usd for k, q, _ in terms)
     return Estimate(total, missing, lines)
