@@ -55,7 +55,7 @@ class ImageSettings(_Strict):
     registry_credentials: str = Field(
         default="",
         description="Name of a Prefect Secret block or environment-variable prefix holding registry credentials; "
-        "empty for a registry without auth.",
+        "empty for a registry without auth (an Artifact Registry host: Google's Application Default Credentials).",
     )
 
 
@@ -217,6 +217,9 @@ class CloudRunTarget(_TargetBase):
     )
     secret_manager_endpoint: str = Field(default="", description="Secret Manager API endpoint override.")
     logging_endpoint: str = Field(default="", description="Cloud Logging API endpoint override.")
+    api_retry_s: float = Field(
+        default=30.0, ge=0, le=600, description="How long calls Google throttles (429) or finds busy (503) are retried."
+    )
     cpu: str = Field(
         default="1", pattern=r"^([0-9]+(\.[0-9]+)?|[0-9]+m)$", description="vCPUs per instance: 1, 2, 0.5, 500m."
     )

@@ -39,6 +39,7 @@ from typing import Any
 from google.api_core import exceptions as gexc
 from google.api_core.client_options import ClientOptions
 from google.api_core.operation import Operation
+from google.api_core.retry import Retry, if_exception_type
 from google.cloud import run_v2
 
 from slipway.errors import At, ConfigError, TargetError
@@ -76,6 +77,11 @@ class CloudRunServiceTarget:
         # how callers authenticate: an ID token under IAM; Slipway's key (or nothing) on a public service
         self.auth_mode = config.auth if ctx.requires_auth else "none"
         self._operations: dict[str, Operation] = {}  # revision → the operation deploy started
+        # throttled (429) or busy (503) calls are retried with backoff for api_retry_s, then fail
+        self._retry = Retry(
+            predicate=if_exception_type(gexc.TooManyRequests, gexc.ServiceUnavailable),
+            initial=0.5, maximum=4.0, multiplier=2.0, timeout=config.api_retry_s,
+        )  # fmt: skip
 
     # --- clients ----------------------------------------------------------------------------
 
@@ -122,17 +128,17 @@ class CloudRunServiceTarget:
                     description=f"Slipway: {self.ctx.service} {self.stage.value}",
                 )
                 operation = self.services.create_service(
-                    parent=self.parent, service=service, service_id=self.service_id
+                    parent=self.parent, service=service, service_id=self.service_id, retry=self._retry
                 )
                 self.ctx.progress(f"{self.stage.value}: creating service {self.service_id} with revision {revision}")
             else:
                 self._check_auth_mode(current)
-                traffic = [t for t in obj.pinned(current) if not t.tag.startswith(obj.CANDIDATE_TAG)]
-                traffic = [t for t in traffic if t.percent] + obj.tags_kept(traffic)
+                # what serves stays as it is, pinned by name; a candidate tag left by an earlier run goes
+                traffic = [t for t in obj.pinned(current) if t.percent or not t.tag.startswith(obj.CANDIDATE_TAG)]
                 current.template = template
                 current.traffic = [*traffic, obj.to(revision, 0, tag)]
                 current.labels = {**current.labels, **obj.service_labels(self.config, self.ctx, self.auth_mode)}
-                operation = self.services.update_service(service=current)
+                operation = self.services.update_service(service=current, retry=self._retry)
                 self.ctx.progress(f"{self.stage.value}: revision {revision} deployed with no traffic, tag {tag}")
             self._set_invoker(public=self.auth_mode != "iam")
         self._operations[revision] = operation
@@ -147,7 +153,14 @@ class CloudRunServiceTarget:
         try:
             with self._api("wait_ready", revision):
                 if operation is not None:
-                    follow(operation, timeout_s=timeout_s, at=at, progress=self.ctx.progress, describe=_conditions)
+                    follow(
+                        operation,
+                        timeout_s=timeout_s,
+                        at=at,
+                        progress=self.ctx.progress,
+                        describe=_conditions,
+                        retry=self._retry,
+                    )
                 else:
                     self._wait_revision(revision, deadline, at)
         except TargetError as exc:
@@ -175,7 +188,7 @@ class CloudRunServiceTarget:
                 ) from exc
             raise
         with self._api("wait_ready", self.name):
-            service = self.services.get_service(name=self.name)
+            service = self.services.get_service(name=self.name, retry=self._retry)
         url = next((s.uri for s in service.traffic_statuses if s.tag == tag and s.uri), "")
         if not url:
             raise TargetError(
@@ -229,7 +242,11 @@ class CloudRunServiceTarget:
             rest = [t for t in service.traffic if t.revision != revision and t.tag != tag]
             if not any(t.percent for t in rest):  # the service's first candidate: nothing else ever served
                 if not self._foreign_revisions():
-                    self._wait(self.services.delete_service(name=self.name), "discard", self.config.promote_timeout_s)
+                    self._wait(
+                        self.services.delete_service(name=self.name, retry=self._retry),
+                        "discard",
+                        self.config.promote_timeout_s,
+                    )
                     return
             else:
                 live = service.annotations.get(obj.LIVE_REVISION)
@@ -278,7 +295,11 @@ class CloudRunServiceTarget:
                         "(not Slipway's) again; Slipway's revisions removed"
                     )
                 else:
-                    self._wait(self.services.delete_service(name=self.name), "teardown", self.config.promote_timeout_s)
+                    self._wait(
+                        self.services.delete_service(name=self.name, retry=self._retry),
+                        "teardown",
+                        self.config.promote_timeout_s,
+                    )
             if self.auth_mode == "api_key":
                 self.api_key_secret.delete()
 
@@ -318,7 +339,7 @@ class CloudRunServiceTarget:
     def _api(self, operation: str, resource: str) -> Iterator[None]:
         try:
             yield
-        except gexc.GoogleAPICallError as exc:
+        except gexc.GoogleAPIError as exc:  # calls' errors, and RetryError when retries ran out
             raise map_google_error(exc, at=At(self.kind, operation, resource), roles=ROLES) from exc
         except Exception as exc:
             import google.auth.exceptions
@@ -335,30 +356,33 @@ class CloudRunServiceTarget:
 
     def _service(self) -> run_v2.Service | None:
         try:
-            return self.services.get_service(name=self.name)
+            return self.services.get_service(name=self.name, retry=self._retry)
         except gexc.NotFound:
             return None
 
     def _revision(self, revision: str) -> run_v2.Revision | None:
         try:
-            return self.revisions.get_revision(name=f"{self.name}/revisions/{revision}")
+            return self.revisions.get_revision(name=f"{self.name}/revisions/{revision}", retry=self._retry)
         except gexc.NotFound:
             return None
 
     def _revisions_of(self) -> list[run_v2.Revision]:
-        return list(self.revisions.list_revisions(parent=self.name))
+        return list(self.revisions.list_revisions(parent=self.name, retry=self._retry))
 
     def _foreign_revisions(self) -> list[run_v2.Revision]:
         return [r for r in self._revisions_of() if r.labels.get(obj.MANAGED[0]) != obj.MANAGED[1]]
 
     def _update(self, service: run_v2.Service, operation: str, timeout_s: float) -> run_v2.Service:
         """Update the whole service (its etag: a change made since it was read is refused) and follow the operation."""
-        result: run_v2.Service = self._wait(self.services.update_service(service=service), operation, timeout_s)
+        result: run_v2.Service = self._wait(
+            self.services.update_service(service=service, retry=self._retry), operation, timeout_s
+        )
         return result
 
     def _wait(self, operation: Operation, name: str, timeout_s: float) -> Any:
         return follow(
             operation,
+            retry=self._retry,
             timeout_s=timeout_s,
             at=At(self.kind, name, self.name),
             progress=self.ctx.progress,
@@ -389,7 +413,7 @@ class CloudRunServiceTarget:
 
     def _restore(self, before: tuple[list[run_v2.TrafficTarget], dict[str, str]]) -> None:
         with contextlib.suppress(Exception):
-            service = self.services.get_service(name=self.name)
+            service = self.services.get_service(name=self.name, retry=self._retry)
             service.traffic, service.annotations = before
             self._update(service, "promote", self.config.promote_timeout_s)
             self.ctx.progress(f"{self.stage.value}: the switch failed; the traffic is as it was")
@@ -397,7 +421,7 @@ class CloudRunServiceTarget:
     def _delete_revision(self, revision: str) -> None:
         try:
             self._wait(
-                self.revisions.delete_revision(name=f"{self.name}/revisions/{revision}"),
+                self.revisions.delete_revision(name=f"{self.name}/revisions/{revision}", retry=self._retry),
                 "discard",
                 self.config.promote_timeout_s,
             )
@@ -449,7 +473,7 @@ class CloudRunServiceTarget:
 
     def _set_invoker(self, *, public: bool) -> None:
         """``allUsers`` may invoke the service (api_key, none) or not (iam): the service's IAM policy."""
-        policy = self.services.get_iam_policy(request={"resource": self.name})
+        policy = self.services.get_iam_policy(request={"resource": self.name}, retry=self._retry)
         members = {m for b in policy.bindings if b.role == obj.INVOKER for m in b.members}
         if (obj.PUBLIC in members) == public:
             return
@@ -459,7 +483,7 @@ class CloudRunServiceTarget:
         policy.bindings.extend(kept)
         if public or others:
             policy.bindings.add(role=obj.INVOKER, members=[*others, *([obj.PUBLIC] if public else [])])
-        self.services.set_iam_policy(request={"resource": self.name, "policy": policy})
+        self.services.set_iam_policy(request={"resource": self.name, "policy": policy}, retry=self._retry)
 
 
 def _short(name: str) -> str:

@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -149,10 +150,16 @@ def map_google_error(exc: BaseException, *, at: At, roles: str = "") -> SlipwayE
             at=at,
             hint="refresh them (`gcloud auth application-default login`) or fix the key file",
         )
+    if isinstance(exc, gexc.RetryError) and isinstance(exc.cause, gexc.GoogleAPICallError):
+        mapped = map_google_error(exc.cause, at=at, roles=roles)
+        mapped.message = f"{mapped.message} (still so after retrying: {exc.message})"
+        mapped.args = (mapped.message,)
+        return mapped
     if not isinstance(exc, gexc.GoogleAPICallError):
         return TargetError(f"{type(exc).__name__}: {exc}", at=at)
     status = status_name(exc)
-    text = f"{exc.code or ''} {status}: {exc.message}".strip()
+    message = re.sub(r"^(GET|POST|PATCH|PUT|DELETE) \S+: ", "", str(exc.message))  # the REST transport's prefix
+    text = f"{exc.code or ''} {status}: {message}".strip()
     if isinstance(exc, gexc.TooManyRequests):
         return TransientTargetError(
             text,
@@ -197,6 +204,7 @@ def follow(
     progress: Callable[[str], None],
     describe: Callable[[Any], Iterable[str]] = lambda _: (),
     poll_s: float = 0.5,
+    retry: Any = None,
 ) -> Any:
     """Poll a long-running operation until it is done; report each new line ``describe`` makes of
     its metadata; return its result (its error is raised as the Google exception). A timeout is a
@@ -204,7 +212,7 @@ def follow(
     deadline = time.monotonic() + timeout_s
     seen: set[str] = set()
     while True:
-        done = operation.done(retry=None)  # type: ignore[no-untyped-call]
+        done = operation.done(retry=retry)  # type: ignore[no-untyped-call]
         metadata = operation.metadata
         for line in describe(metadata) if metadata is not None else ():
             if line not in seen:

@@ -139,9 +139,10 @@ class DataPlane:
         with self.lock:
             self.instances[name] = instance
         probe = c.startup_probe
+        http_probe = "http_get" in probe  # else Cloud Run's default: a TCP probe of the port, 240 s
         path = probe.http_get.path or "/"
-        period = max(1, probe.period_seconds or 10)
-        budget = period * max(1, probe.failure_threshold or 3) + (probe.initial_delay_seconds or 0)
+        period = max(1, probe.period_seconds or 240)
+        budget = period * max(1, probe.failure_threshold or 1) + (probe.initial_delay_seconds or 0)
         deadline = time.monotonic() + budget
         while time.monotonic() < deadline:
             container.reload()
@@ -155,9 +156,12 @@ class DataPlane:
                     f"(it exited with code {code}). Logs for this revision might contain more "
                     "information."
                 )
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"http://127.0.0.1:{port}{path}", timeout=1).status_code == 200:
-                    return True, ""
+            if http_probe:
+                with contextlib.suppress(httpx.HTTPError):
+                    if httpx.get(f"http://127.0.0.1:{port}{path}", timeout=1).status_code == 200:
+                        return True, ""
+            elif _accepts(port):
+                return True, ""
             time.sleep(min(0.2, period))
         self._keep_logs(name, container)
         self.stop(name)
@@ -345,6 +349,15 @@ class Router:
         resp_headers.append((b"content-length", b"%d" % len(resp.content)))
         await send({"type": "http.response.start", "status": resp.status_code, "headers": resp_headers})
         await send({"type": "http.response.body", "body": resp.content})
+
+
+def _accepts(port: int) -> bool:
+    """A TCP probe: the container's port accepts a connection (through Docker's proxy: it must also answer)."""
+    try:
+        httpx.get(f"http://127.0.0.1:{port}/", timeout=1)
+    except httpx.HTTPError:
+        return False
+    return True
 
 
 def _cpus(value: str) -> float:

@@ -136,6 +136,7 @@ class CloudRunEmulator:
         self.faults: list[Fault] = []
         self.hooks: list[tuple[str, str, Callable[[], None]]] = []
         self.calls: list[tuple[str, str]] = []
+        self.baseline: dict[str, dict[str, set[str]]] = {}  # projects' policies, as tests restore them
         self._reconcile_locks: dict[str, threading.Lock] = {}
         self._stop = threading.Event()
 

@@ -49,12 +49,17 @@ def gcp_env(cloudrun_emulator: CloudRunEmulator, monkeypatch: pytest.MonkeyPatch
     emulator = cloudrun_emulator
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(emulator.root / "deployer.json"))
     monkeypatch.delenv("GOOGLE_CLOUD_PROJECT", raising=False)
-    policies = {p: {r: set(m) for r, m in project.policy.items()} for p, project in emulator.projects.items()}
+    emulator.baseline = {p: {r: set(m) for r, m in project.policy.items()} for p, project in emulator.projects.items()}
     yield emulator
+    reset(emulator)
+
+
+def reset(emulator: CloudRunEmulator) -> None:
+    """No fault or hook set, every project's IAM policy as the session began."""
     emulator.faults.clear()
     emulator.hooks.clear()
-    for p, policy in policies.items():
-        emulator.projects[p].policy = policy
+    for p, policy in emulator.baseline.items():
+        emulator.projects[p].policy = {r: set(m) for r, m in policy.items()}
 
 
 def cloudrun_config(emulator: CloudRunEmulator, **settings: Any) -> CloudRunTarget:
