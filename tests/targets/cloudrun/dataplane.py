@@ -187,11 +187,11 @@ class DataPlane:
             self._keep_logs(revision, container)
             container.remove(force=True)
 
-    def named(self, revisions: set[str]) -> None:
-        """The revisions the traffic names now; the others lose their instance after ``IDLE_STOP_S``."""
+    def named(self, service: str, revisions: set[str]) -> None:
+        """The revisions of ``service`` its traffic names now; its others lose their instance after ``IDLE_STOP_S``."""
         now = time.monotonic()
         with self.lock:
-            for name in list(self.instances):
+            for name in [n for n in self.instances if n.startswith(service + "/revisions/")]:
                 if name in revisions:
                     self._idle.pop(name, None)
                 else:

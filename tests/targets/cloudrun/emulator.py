@@ -558,7 +558,7 @@ class CloudRunEmulator:
                 if t.percent or t.tag:
                     named.add(f"{name}/revisions/{r}")
             gone = [k for k in self.plane.routers if k.startswith(name + "#") and k not in tag_keys]
-            self.plane.named(named)
+            self.plane.named(name, named)
             if service.generation == generation:
                 service.traffic_statuses = statuses
                 service.observed_generation = generation
