@@ -127,8 +127,13 @@ def plan(spec: SpecArg) -> None:
         + (f"release {live.id} (version {live.release.version})" if live else "nothing (first release)"),
         f"record    service {p.service} in {p.settings.state_dir} (ledger, packages, reports)",
     ]  # fmt: skip
+    with _clear_errors():  # what a target can say of what exists there (Cloud Run: the service, others' revisions)
+        notes: dict[Stage, list[str]] = {t.stage: getattr(t, "plan_notes", list)() for t in (p.staging, p.production)}
     for i, step in enumerate(steps, 1):
         out.print(f"{i}. {step}", highlight=False, markup=False)
+        stage = {4: Stage.STAGING, 6: Stage.PRODUCTION}.get(i)
+        for note in notes.get(stage, []) if stage else []:
+            out.print(f"          {note}", highlight=False, markup=False)
     with _clear_errors():
         resolve_api_key(p.spec.auth.api_key_env, p.spec.auth.mode == "api_key")
 

@@ -323,9 +323,11 @@ class CloudRunServiceTarget:
         with self._api("plan", self.name):
             service = self._service()
             if service is None:
-                return [f"creates service {self.service_id} (then one revision per release, named after it)"]
+                return [f"creates service {self.service_id} ({self.auth_mode} auth), then one revision per release "
+                        "named after it; revisions Slipway did not create are never deleted"]  # fmt: skip
             foreign = [_short(r.name) for r in self._foreign_revisions()]
-        notes = [f"updates service {self.service_id}: a new revision at 0 % under a tag, then the traffic"]
+        notes = [f"updates service {self.service_id}: a revision named after the release at 0 % under a tag, "
+                 "then the traffic, pinned to it by name"]  # fmt: skip
         if foreign:
             notes.append(
                 f"{len(foreign)} revision(s) Slipway did not create are left as they are: "

@@ -342,3 +342,19 @@ def test_production_in_another_project_and_teardown_leaves_nothing(
         assert [s.name for s in secrets_client.list_secrets(parent=f"projects/{project}")] == []
     left = gcp_env.resources()
     assert left["containers"] == [] and left["routers"] == [] and left["pending_operations"] == [], left
+
+
+def test_plan_says_what_it_creates_and_what_it_leaves_alone(
+    write_spec: Any, gcp_env: CloudRunEmulator, state_dir: Path, api_key: str
+) -> None:
+    from typer.testing import CliRunner
+
+    from slipway.cli import app
+
+    stages = {s: cloudrun_config(gcp_env).model_dump(exclude_defaults=True) | {"kind": "cloudrun"}
+              for s in ("staging", "production")}  # fmt: skip
+    result = CliRunner().invoke(app, ["plan", str(write_spec(**stages))])
+    assert result.exit_code == 0, result.output
+    assert "cloudrun: cloudrun slipway-test/europe-west1 service iris-t" in result.output
+    assert "creates service" in result.output and "revisions Slipway did not create are never deleted" in result.output
+    assert not gcp_env.calls or all(method == "GET" or path == "/token" for method, path in gcp_env.calls[-6:])
