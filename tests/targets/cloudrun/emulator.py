@@ -142,7 +142,7 @@ class CloudRunEmulator:
 
     # --- lifecycle of the emulator ----------------------------------------------------------
 
-    def start(self) -> CloudRunEmulator:
+    def start(self, port: int = 0) -> CloudRunEmulator:
         emulator = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -156,7 +156,7 @@ class CloudRunEmulator:
 
             do_GET = do_POST = do_PATCH = do_DELETE = _serve
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.issuer.token_uri = f"{self.url}/token"
@@ -239,6 +239,8 @@ class CloudRunEmulator:
         ints = "enum-encoding=int" in query.get("$alt", "")
         try:
             self.calls.append((h.command, path))
+            if path == "/emulator/health":
+                return _send(h, 200, {"ok": True, "projects": sorted(self.projects)})
             if path == "/token" and h.command == "POST":
                 status, payload = self.issuer.grant(dict(urllib.parse.parse_qsl(raw.decode())))
                 return _send(h, status, payload)
