@@ -12,6 +12,8 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+from collections.abc import Iterable
+from typing import Any
 
 from google.cloud import run_v2
 from google.protobuf import duration_pb2
@@ -28,8 +30,6 @@ LIVE_RELEASE = "slipway.dev/live-release"
 AUTH_LABEL = "slipway-auth"
 CANDIDATE_TAG = "c-"  # a candidate's tag: c-<8 hex of its revision name>; other tags are not Slipway's
 API_KEY_SECRET = "slipway-{service}-api-key"
-INVOKER = "roles/run.invoker"
-PUBLIC = "allUsers"
 REVISION_TYPE = run_v2.TrafficTargetAllocationType.TRAFFIC_TARGET_ALLOCATION_TYPE_REVISION
 LATEST_TYPE = run_v2.TrafficTargetAllocationType.TRAFFIC_TARGET_ALLOCATION_TYPE_LATEST
 INGRESS = {
@@ -182,3 +182,12 @@ def tags_kept(
 
 def _short_name(name: str) -> str:
     return name.rpartition("/")[2]
+
+
+def conditions(metadata: Any) -> Iterable[str]:
+    """Progress lines from an operation's metadata (the Service or Revision as it reconciles)."""
+    for c in list(getattr(metadata, "conditions", [])):
+        if c.type_ and c.state:
+            yield f"{c.type_}: {run_v2.Condition.State(c.state).name.removeprefix('CONDITION_').lower()}" + (
+                f" ({c.message})" if c.message and c.state != run_v2.Condition.State.CONDITION_SUCCEEDED else ""
+            )

@@ -1,10 +1,11 @@
-"""What the Cloud Run target needs of two other Google APIs: Secret Manager (the API key) and Cloud Logging
-(a failed revision's last lines).
+"""What the Cloud Run target needs besides its revisions and traffic: Secret Manager (the API key), the
+service's IAM policy (its invoker) and Cloud Logging (a failed revision's last lines).
 
 * ``ApiKeySecret``: under ``auth: api_key`` the server reads Slipway's key from the secret
   ``slipway-<service>-api-key`` (automatic replication), pinned by version number in the revision;
   a deploy adds a version only when the key changed, and grants the revisions' service account
   ``roles/secretmanager.secretAccessor`` on that one secret. ``teardown`` deletes it.
+* ``set_invoker``: who may call the service at Cloud Run's edge (``allUsers`` or not), in its IAM policy.
 * ``container_log_tail``: Cloud Run writes a container's stdout and stderr to Cloud Logging
   (``resource.type="cloud_run_revision"``); the last lines of a revision are read back from there
   for the error of a revision that failed to start.
@@ -22,6 +23,8 @@ from pydantic import SecretStr
 from slipway.spec import CloudRunTarget as CloudRunConfig
 
 ACCESSOR = "roles/secretmanager.secretAccessor"
+INVOKER = "roles/run.invoker"
+PUBLIC = "allUsers"
 _TAIL = 12
 
 
@@ -103,3 +106,18 @@ def container_log_tail(config: CloudRunConfig, credentials: Any, service: str, r
         text = payload.get("message", str(payload)) if isinstance(payload, dict) else str(payload)
         lines += [f"  | {line}" for line in text.rstrip().splitlines()]
     return "\n".join(lines[-_TAIL:]) or "  (no container output in Cloud Logging)"
+
+
+def set_invoker(services: Any, name: str, *, public: bool, retry: Any) -> None:
+    """``allUsers`` may invoke the service (auth api_key or none) or not (iam): its IAM policy, other members kept."""
+    policy = services.get_iam_policy(request={"resource": name}, retry=retry)
+    members = {m for b in policy.bindings if b.role == INVOKER for m in b.members}
+    if (PUBLIC in members) == public:
+        return
+    kept = [b for b in policy.bindings if b.role != INVOKER]
+    others = sorted(members - {PUBLIC})
+    del policy.bindings[:]
+    policy.bindings.extend(kept)
+    if public or others:
+        policy.bindings.add(role=INVOKER, members=[*others, *([PUBLIC] if public else [])])
+    services.set_iam_policy(request={"resource": name, "policy": policy}, retry=retry)

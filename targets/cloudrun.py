@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from functools import cached_property
 from typing import Any
 
@@ -48,7 +48,7 @@ from slipway.release import Auth, AuthScheme, Endpoint, Release
 from slipway.spec import CloudRunTarget as CloudRunConfig
 from slipway.spec import Timeouts
 from targets import _cloudrun_objects as obj
-from targets._cloudrun_support import ApiKeySecret, container_log_tail
+from targets._cloudrun_support import ApiKeySecret, container_log_tail, set_invoker
 from targets.base import IMAGE, Capabilities, Deployment, StageStatus, TargetContext, put_live
 from targets.gcp import credentials, follow, map_google_error
 
@@ -140,7 +140,7 @@ class CloudRunServiceTarget:
                 current.labels = {**current.labels, **obj.service_labels(self.config, self.ctx, self.auth_mode)}
                 operation = self.services.update_service(service=current, retry=self._retry)
                 self.ctx.progress(f"{self.stage.value}: revision {revision} deployed with no traffic, tag {tag}")
-            self._set_invoker(public=self.auth_mode != "iam")
+            set_invoker(self.services, self.name, public=self.auth_mode != "iam", retry=self._retry)
         self._operations[revision] = operation
         handle = {"service": self.name, "revision": revision, "tag": tag}
         return Deployment(release, self.stage, Endpoint("", self._auth("")), handle)
@@ -153,39 +153,18 @@ class CloudRunServiceTarget:
         try:
             with self._api("wait_ready", revision):
                 if operation is not None:
-                    follow(
-                        operation,
-                        timeout_s=timeout_s,
-                        at=at,
-                        progress=self.ctx.progress,
-                        describe=_conditions,
-                        retry=self._retry,
-                    )
+                    self._wait(operation, "wait_ready", timeout_s)
                 else:
                     self._wait_revision(revision, deadline, at)
-        except TargetError as exc:
-            failure = self._revision_failure(revision)
-            if failure:
-                raise TargetError(
-                    f"release {deployment.release.id}: {failure}",
-                    at=at,
-                    hint="read the container's output above; fix and deploy again",
-                ) from exc
-            if "was not done after" in exc.message:
-                raise TargetError(
-                    f"release {deployment.release.id} was not ready after {timeout_s:.0f} s (revision {revision})",
-                    at=at,
-                    hint=f"raise {self.stage.value}.ready_timeout_s if the model loads slowly",
-                ) from exc
-            raise
         except Exception as exc:
-            failure = self._revision_failure(revision)
+            rid, failure = deployment.release.id, self._revision_failure(revision)
             if failure:
-                raise TargetError(
-                    f"release {deployment.release.id}: {failure}",
-                    at=at,
-                    hint="read the container's output above; fix and deploy again",
-                ) from exc
+                hint = "read the container's output above; fix and deploy again"
+                raise TargetError(f"release {rid}: {failure}", at=at, hint=hint) from exc
+            if time.monotonic() >= deadline:
+                hint = f"raise {self.stage.value}.ready_timeout_s if the model loads slowly"
+                raise TargetError(f"release {rid} was not ready after {timeout_s:.0f} s (revision {revision})", at=at,
+                                  hint=hint) from exc  # fmt: skip
             raise
         with self._api("wait_ready", self.name):
             service = self.services.get_service(name=self.name, retry=self._retry)
@@ -388,7 +367,7 @@ class CloudRunServiceTarget:
             timeout_s=timeout_s,
             at=At(self.kind, name, self.name),
             progress=self.ctx.progress,
-            describe=_conditions,
+            describe=obj.conditions,
         )
 
     def _switch(self, release: Release, revision: str, drop: frozenset[str], timeout_s: float, op: str) -> Deployment:
@@ -473,29 +452,6 @@ class CloudRunServiceTarget:
                 "(slipway teardown --stage ...) or give the stage another service name",
             )
 
-    def _set_invoker(self, *, public: bool) -> None:
-        """``allUsers`` may invoke the service (api_key, none) or not (iam): the service's IAM policy."""
-        policy = self.services.get_iam_policy(request={"resource": self.name}, retry=self._retry)
-        members = {m for b in policy.bindings if b.role == obj.INVOKER for m in b.members}
-        if (obj.PUBLIC in members) == public:
-            return
-        kept = [b for b in policy.bindings if b.role != obj.INVOKER]
-        others = sorted(members - {obj.PUBLIC})
-        del policy.bindings[:]
-        policy.bindings.extend(kept)
-        if public or others:
-            policy.bindings.add(role=obj.INVOKER, members=[*others, *([obj.PUBLIC] if public else [])])
-        self.services.set_iam_policy(request={"resource": self.name, "policy": policy}, retry=self._retry)
-
 
 def _short(name: str) -> str:
     return name.rpartition("/")[2]
-
-
-def _conditions(metadata: Any) -> Iterable[str]:
-    """Progress lines from an operation's metadata (the Service or Revision as it reconciles)."""
-    for c in list(getattr(metadata, "conditions", [])):
-        if c.type_ and c.state:
-            yield f"{c.type_}: {run_v2.Condition.State(c.state).name.removeprefix('CONDITION_').lower()}" + (
-                f" ({c.message})" if c.message and c.state != _SUCCEEDED else ""
-            )

@@ -149,7 +149,7 @@ class DataPlane:
             if container.status in ("exited", "dead"):
                 self._keep_logs(name, container)
                 code = container.attrs["State"].get("ExitCode")
-                self.stop(name)
+                self.stop(name, graceful=False)
                 return False, (
                     f"The user-provided container failed to start and listen on the port defined provided "
                     f"by the PORT={CONTAINER_PORT} environment variable within the allocated timeout "
@@ -164,7 +164,7 @@ class DataPlane:
                 return True, ""
             time.sleep(min(0.2, period))
         self._keep_logs(name, container)
-        self.stop(name)
+        self.stop(name, graceful=False)  # it never served: no drain
         return False, (
             f"The user-provided container failed the configured startup probe checks: HTTP startup probe "
             f"on port {CONTAINER_PORT} path {path} failed for {budget:g} s. Logs for this revision might "
@@ -175,7 +175,7 @@ class DataPlane:
         instance = self.instances.get(revision)
         return instance.port if instance else None
 
-    def stop(self, revision: str) -> None:
+    def stop(self, revision: str, *, graceful: bool = True) -> None:
         with self.lock:
             instance = self.instances.pop(revision, None)
             self._idle.pop(revision, None)
@@ -183,7 +183,8 @@ class DataPlane:
             return
         with contextlib.suppress(docker.errors.NotFound):
             container = self.docker.containers.get(instance.container)
-            container.stop(timeout=10)  # SIGTERM, then 10 s, as Cloud Run
+            if graceful:
+                container.stop(timeout=10)  # SIGTERM, then 10 s, as Cloud Run
             self._keep_logs(revision, container)
             container.remove(force=True)
 
@@ -234,15 +235,20 @@ class DataPlane:
                 self.routers[key] = Router(self, check).start()
             return self.routers[key]
 
-    def close_router(self, key: str) -> None:
+    def close_router(self, key: str, *, wait: bool = False) -> None:
+        """Stop serving a URL: at once for new connections, in-flight requests get 2 s (in the background
+        unless ``wait``)."""
         with self.lock:
             router = self.routers.pop(key, None)
         if router is not None:
-            router.stop()
+            if wait:
+                router.stop()
+            else:
+                threading.Thread(target=router.stop, daemon=True).start()
 
     def close(self) -> None:
         for key in list(self.routers):
-            self.close_router(key)
+            self.close_router(key, wait=True)
         for revision in list(self.instances):
             self.stop(revision)
         for container in self.docker.containers.list(all=True, filters={"label": f"{LABEL}={self.id}"}):
@@ -273,6 +279,7 @@ class Router:
             access_log=False,
             timeout_keep_alive=5,
             interface="asgi3",
+            timeout_graceful_shutdown=2,  # clients that keep connections open do not hold a closing URL
             proxy_headers=False,
         )
         self.server = uvicorn.Server(config)
