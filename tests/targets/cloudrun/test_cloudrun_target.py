@@ -230,7 +230,8 @@ def _untouched(target: Target, api_key: str, release: Release) -> None:
 
 @pytest.mark.fault("bad input")
 @pytest.mark.parametrize(("where", "match"), [({"project": "no-such-project-1"}, "run.services.get"),
-                                              ({"region": "mars-north1"}, "is not found")])  # fmt: skip
+                                              ({"region": "mars-north1"}, "is not found")],
+                         ids=["unknown project", "unknown region"])  # fmt: skip
 def test_unknown_project_or_region_is_a_clear_error(
     gcp_env: CloudRunEmulator, releases: dict[str, Release], where: dict[str, str], match: str, state_dir: Path,
     api_key: str,
