@@ -366,3 +366,39 @@ def test_plan_says_what_it_creates_and_what_it_leaves_alone(
     assert "cloudrun: cloudrun slipway-test/europe-west1 service iris-t" in result.output
     assert "creates service" in result.output and "revisions Slipway did not create are never deleted" in result.output
     assert all(method == "GET" or path == "/token" for method, path in gcp_env.calls[before:])  # changes nothing
+
+
+@pytest.mark.prefect
+@pytest.mark.usefixtures("prefect_api")
+def test_credentials_from_a_prefect_gcp_credentials_block(
+    gcp_env: CloudRunEmulator, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A block of prefect-gcp's type (gcp-credentials) holding a service account's key, read through
+    Prefect's API: prefect-gcp itself need not be installed. ADC is unset: the block's key is what works."""
+    import json
+
+    from prefect.blocks.core import Block
+    from prefect.types import SecretDict
+
+    from slipway.errors import At
+    from targets.gcp import credentials
+
+    class GcpCredentials(Block):  # the shape of prefect_gcp.GcpCredentials
+        _block_type_slug = "gcp-credentials"
+        service_account_info: SecretDict | None = None
+        project: str | None = None
+
+    key = gcp_env.deployer(
+        PROJECT, tmp_path / "block-key.json", email="slipway-block@slipway-test.iam.gserviceaccount.com"
+    )
+    GcpCredentials(service_account_info=json.loads(key.read_text()), project=PROJECT).save(
+        "slipway-gcp", overwrite=True
+    )
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS")
+    creds, project = credentials("slipway-gcp", at=At("cloudrun", "credentials", "slipway-gcp"))
+    assert project == PROJECT and creds.service_account_email == "slipway-block@slipway-test.iam.gserviceaccount.com"
+    services = run_v2.ServicesClient(credentials=creds, transport="rest",
+                                     client_options=ClientOptions(api_endpoint=gcp_env.url))  # fmt: skip
+    list(services.list_services(parent=f"projects/{PROJECT}/locations/{REGION}"))  # the block's identity may list
+    with pytest.raises(ConfigError, match="'no-such-block' cannot be loaded"):
+        credentials("no-such-block", at=At("cloudrun", "credentials", "no-such-block"))
