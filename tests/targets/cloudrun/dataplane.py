@@ -133,9 +133,7 @@ class DataPlane:
             return False, f"Image '{c.image}' not found."
         except docker.errors.APIError as exc:
             return False, f"the container could not be started: {exc.explanation or exc}"
-        container.reload()
-        port = int(container.ports[f"{CONTAINER_PORT}/tcp"][0]["HostPort"])
-        instance = Instance(name, container_name, port)
+        instance = Instance(name, container_name, 0)  # its port once Docker publishes it (never, if it exits first)
         with self.lock:
             self.instances[name] = instance
         probe = c.startup_probe
@@ -146,6 +144,9 @@ class DataPlane:
         deadline = time.monotonic() + budget
         while time.monotonic() < deadline:
             container.reload()
+            published = (container.ports or {}).get(f"{CONTAINER_PORT}/tcp") or []
+            if published and not instance.port:
+                instance.port = int(published[0]["HostPort"])
             if container.status in ("exited", "dead"):
                 self._keep_logs(name, container)
                 code = container.attrs["State"].get("ExitCode")
@@ -156,11 +157,13 @@ class DataPlane:
                     f"(it exited with code {code}). Logs for this revision might contain more "
                     "information."
                 )
-            if http_probe:
+            if not instance.port:
+                pass
+            elif http_probe:
                 with contextlib.suppress(httpx.HTTPError):
-                    if httpx.get(f"http://127.0.0.1:{port}{path}", timeout=1).status_code == 200:
+                    if httpx.get(f"http://127.0.0.1:{instance.port}{path}", timeout=1).status_code == 200:
                         return True, ""
-            elif _accepts(port):
+            elif _accepts(instance.port):
                 return True, ""
             time.sleep(min(0.2, period))
         self._keep_logs(name, container)
@@ -173,7 +176,7 @@ class DataPlane:
 
     def address(self, revision: str) -> int | None:
         instance = self.instances.get(revision)
-        return instance.port if instance else None
+        return instance.port if instance and instance.port else None
 
     def stop(self, revision: str, *, graceful: bool = True) -> None:
         with self.lock:
