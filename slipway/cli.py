@@ -25,7 +25,7 @@ from serving.manifest import read_manifest
 from slipway.errors import SlipwayError
 from slipway.ledger import Outcome, ReleaseRecord
 from slipway.recommend import recommend as decide
-from slipway.release import ArtifactKind, Stage
+from slipway.release import ArtifactKind, AuthScheme, Stage
 from slipway.settings import resolve_api_key
 
 if TYPE_CHECKING:
@@ -97,10 +97,12 @@ def deploy(
     if endpoint.public_url:  # endpoint.url was this command's own way in, closed as it exits
         out.print("reach it from this machine with kubectl port-forward (see docs/targets/kubernetes.md)")
     elif endpoint.requires_auth:
-        key_env = p.spec.auth.api_key_env
+        credential = f"${p.spec.auth.api_key_env}"
+        if endpoint.auth.scheme is AuthScheme.GOOGLE_ID_TOKEN:  # Cloud Run's IAM: an ID token of an invoker
+            credential = "$(gcloud auth print-identity-token)"
         body = _example_body(rel.package_dir)
         out.print(
-            f'try: curl -s -H "Authorization: Bearer ${key_env}" '
+            f'try: curl -s -H "Authorization: Bearer {credential}" '
             f"-H 'Content-Type: application/json' -d '{body}' {endpoint.url}{endpoint.routes.predict}",
             highlight=False, markup=False, soft_wrap=True,
         )  # fmt: skip

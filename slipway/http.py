@@ -2,14 +2,17 @@
 targets' readiness checks all authenticate and address an ``Endpoint`` through here.
 
 ``request_headers`` is what every request to an endpoint carries: its fixed headers and its
-authentication (Slipway's API key as a bearer token, or an AWS Signature Version 4 over the
-request). The Locust users of the gate call it too, in their own process, so the gate signs
+authentication (Slipway's API key as a bearer token, an AWS Signature Version 4 over the
+request, or a Google-signed ID token for the endpoint's audience, as Cloud Run's IAM checks). The
+Locust users of the gate call it too, in their own process, so the gate signs
 exactly as the other callers do.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Generator
+from typing import Any
 
 import httpx
 from pydantic import SecretStr
@@ -35,7 +38,41 @@ def request_headers(
             headers["Authorization"] = f"Bearer {api_key.get_secret_value()}"
         case AuthScheme.AWS_SIGV4:
             headers.update(_sigv4(endpoint, method, url, body, headers))
+        case AuthScheme.GOOGLE_ID_TOKEN:
+            headers["Authorization"] = f"Bearer {google_id_token(endpoint.auth.audience or endpoint.url)}"
     return headers
+
+
+_ID_TOKENS: dict[str, Any] = {}  # audience → google-auth ID-token credentials (they refresh before expiry)
+_ID_TOKENS_LOCK = threading.Lock()
+
+
+def google_id_token(audience: str) -> str:
+    """A Google-signed ID token for ``audience``, from google-auth's ID-token sources in its order: the
+    service-account (or impersonated) key file of GOOGLE_APPLICATION_CREDENTIALS, else the metadata
+    server (Compute Engine, Cloud Run, GKE). Cached per audience until shortly before it expires."""
+    import google.auth.exceptions
+    import google.auth.transport.requests
+    import google.oauth2.id_token
+
+    with _ID_TOKENS_LOCK:
+        try:
+            request = google.auth.transport.requests.Request()
+            credentials = _ID_TOKENS.get(audience)
+            if credentials is None:
+                credentials = google.oauth2.id_token.fetch_id_token_credentials(audience, request=request)  # type: ignore[no-untyped-call]
+                _ID_TOKENS[audience] = credentials
+            if not credentials.valid:
+                credentials.refresh(request)
+        except google.auth.exceptions.GoogleAuthError as exc:
+            _ID_TOKENS.pop(audience, None)
+            raise ConfigError(
+                f"no Google ID token for {audience}: {type(exc).__name__}: {exc}",
+                hint="set GOOGLE_APPLICATION_CREDENTIALS to a service-account key file (or an impersonated "
+                "service account's file from `gcloud auth application-default login --impersonate-service-account`), "
+                "or run where the metadata server answers; the identity needs roles/run.invoker on the service",
+            ) from exc
+        return str(credentials.token)
 
 
 def _sigv4(endpoint: Endpoint, method: str, url: str, body: bytes, headers: dict[str, str]) -> dict[str, str]:

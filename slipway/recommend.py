@@ -37,7 +37,7 @@ def recommend(millisecond_latency: bool, sporadic_traffic: bool, complex_orchest
         return Recommendation(
             "Managed container service or virtual machines",
             "ECS/Fargate, Cloud Run, Azure Container Instances; EC2, GCE, Azure VMs",
-            "docker (any Docker host), ec2, local",
+            "cloudrun (Google Cloud Run), docker (any Docker host), ec2, local",
             ["millisecond latency? yes"],
             "a long-running container keeps the model in memory: no cold starts, no platform hop on the request path",
         )

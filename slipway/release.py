@@ -99,6 +99,7 @@ class AuthScheme(StrEnum):
     NONE = "none"  # anyone may call it (auth.mode: none)
     API_KEY = "api_key"  # Slipway's key: Authorization: Bearer <key>
     AWS_SIGV4 = "aws_sigv4"  # each request signed with AWS Signature Version 4 (IAM-guarded endpoints)
+    GOOGLE_ID_TOKEN = "google_id_token"  # a Google-signed ID token for ``audience`` (Cloud Run IAM): Bearer <token>
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,7 @@ class Auth:
     scheme: AuthScheme = AuthScheme.API_KEY
     aws_service: str = ""  # AWS_SIGV4: the signing name, e.g. "sagemaker" or "lambda"
     aws_region: str = ""  # AWS_SIGV4: the region the endpoint is in
+    audience: str = ""  # GOOGLE_ID_TOKEN: the audience the token is minted for (the service's URL)
 
 
 @dataclass(frozen=True)
@@ -134,5 +136,6 @@ class Endpoint:
     @classmethod
     def from_json(cls, text: str) -> Endpoint:
         raw: dict[str, Any] = json.loads(text)
-        auth = Auth(AuthScheme(raw["auth"]["scheme"]), raw["auth"]["aws_service"], raw["auth"]["aws_region"])
+        a = raw["auth"]
+        auth = Auth(AuthScheme(a["scheme"]), a["aws_service"], a["aws_region"], a.get("audience", ""))
         return cls(raw["url"], auth, dict(raw["headers"]), Routes(**raw["routes"]), raw["public_url"])

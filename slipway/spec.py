@@ -64,7 +64,7 @@ class ImageSettings(_Strict):
     registry_credentials: str = Field(
         default="",
         description="Name of a Prefect Secret block or environment-variable prefix holding registry credentials; "
-        "empty for a registry without auth.",
+        "empty for a registry without auth (an Artifact Registry host: Google's Application Default Credentials).",
     )
 
 
@@ -201,8 +201,76 @@ class KubernetesTarget(_TargetBase):
         return self
 
 
-TARGET_CONFIGS: tuple[type[_Strict], ...] = (LocalTarget, DockerTarget, Ec2Target, KubernetesTarget)
-TargetConfig = Annotated[LocalTarget | DockerTarget | Ec2Target | KubernetesTarget, Field(discriminator="kind")]
+class CloudRunTarget(_TargetBase):
+    """The managed container service pattern on Google Cloud Run: one service per stage, one revision per
+    release (named after it, the image by digest), traffic pinned to revisions by name."""
+
+    kind: Literal["cloudrun"] = "cloudrun"
+    project: str = Field(pattern=r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$", description="Google Cloud project id.")
+    region: str = Field(pattern=r"^[a-z]+-[a-z]+[0-9]$", description="Cloud Run region, e.g. europe-west1.")
+    service: str = Field(
+        default="", pattern=r"^$|^[a-z]([a-z0-9-]{0,47}[a-z0-9])?$",
+        description="Cloud Run service name; empty: <spec service>-<stage>. Give each stage its own.",
+    )  # fmt: skip
+    auth: Literal["iam", "api_key"] = Field(
+        default="iam",
+        description="iam (default): Cloud Run's IAM checks a Google ID token on every request (roles/run.invoker); "
+        "api_key: the service is public (allUsers invoker) and the server checks Slipway's API key, "
+        "which it reads from Secret Manager.",
+    )
+    credentials: str = Field(
+        default="", description="Name of a Prefect GCP credentials block; empty: Application Default Credentials."
+    )
+    api_endpoint: str = Field(
+        default="", description="Cloud Run Admin API endpoint override (a local stand-in in tests); empty: Google's."
+    )
+    secret_manager_endpoint: str = Field(default="", description="Secret Manager API endpoint override.")
+    logging_endpoint: str = Field(default="", description="Cloud Logging API endpoint override.")
+    api_retry_s: float = Field(
+        default=30.0, ge=0, le=600, description="How long calls Google throttles (429) or finds busy (503) are retried."
+    )
+    cpu: str = Field(
+        default="1", pattern=r"^([0-9]+(\.[0-9]+)?|[0-9]+m)$", description="vCPUs per instance: 1, 2, 0.5, 500m."
+    )
+    memory: str = Field(default="512Mi", pattern=r"^[0-9]+(Mi|Gi)$", description="Memory per instance: 512Mi, 2Gi.")
+    concurrency: int = Field(default=80, ge=1, le=1000, description="Concurrent requests per instance.")
+    request_timeout_s: int = Field(default=60, ge=1, le=3600, description="Request timeout.")
+    min_instances: int = Field(default=0, ge=0, le=1000, description="Minimum instances; 0 scales to zero.")
+    max_instances: int = Field(default=10, ge=1, le=1000, description="Maximum instances.")
+    cpu_boost: bool = Field(default=True, description="Extra CPU during start-up (startup CPU boost).")
+    cpu_idle: bool = Field(default=True, description="CPU only during requests (request-based billing).")
+    startup_timeout_s: int = Field(
+        default=120, ge=1, le=240, description="The startup probe's budget on the server's readiness route."
+    )
+    service_account: str = Field(default="", description="The revisions' service account (email); empty: the default.")
+    ingress: Literal["all", "internal", "internal-and-cloud-load-balancing"] = Field(
+        default="all", description="Who may reach the service's URL at the network level."
+    )
+    env: dict[str, str] = Field(default_factory=dict, description="Plain environment variables (no secrets).")
+    secrets: dict[str, str] = Field(
+        default_factory=dict,
+        description="Environment variables from Secret Manager: NAME: SECRET[:VERSION] (default version: latest).",
+    )
+    labels: dict[str, str] = Field(default_factory=dict, description="Extra labels on the service and its revisions.")
+    workers: int = Field(default=1, ge=1, le=16, description="Server worker processes per instance.")
+    ready_timeout_s: float = Field(default=300.0, gt=0, description="How long a revision may take to be ready.")
+    promote_timeout_s: float = Field(default=300.0, gt=0, description="How long a traffic change may take.")
+
+    @model_validator(mode="after")
+    def _scaling(self) -> CloudRunTarget:
+        if self.max_instances < self.min_instances:
+            raise ValueError(f"max_instances ({self.max_instances}) is below min_instances ({self.min_instances})")
+        reserved = {"PORT", "K_SERVICE", "K_REVISION", "K_CONFIGURATION", "SLIPWAY_API_KEY", "SLIPWAY_AUTH"}
+        for name in [*self.env, *self.secrets]:
+            if name in reserved:
+                raise ValueError(f"{name} is set by Cloud Run or Slipway: remove it from env/secrets")
+        return self
+
+
+TARGET_CONFIGS: tuple[type[_Strict], ...] = (LocalTarget, DockerTarget, Ec2Target, KubernetesTarget, CloudRunTarget)
+TargetConfig = Annotated[
+    LocalTarget | DockerTarget | Ec2Target | KubernetesTarget | CloudRunTarget, Field(discriminator="kind")
+]
 """Every target kind: a new kind is added to this union, to ``TARGET_CONFIGS`` and as a case in
 ``targets.make_target`` (whose exhaustive ``match`` makes a missing case a type error)."""
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import assert_never
 
+from slipway.spec import CloudRunTarget as CloudRunConfig
 from slipway.spec import DockerTarget as DockerConfig
 from slipway.spec import Ec2Target as Ec2Config
 from slipway.spec import KubernetesTarget as KubernetesConfig
@@ -30,5 +31,9 @@ def make_target(config: TargetConfig, ctx: TargetContext) -> Target:
             from targets.kubernetes import KubernetesClusterTarget
 
             return KubernetesClusterTarget(config, ctx)
+        case CloudRunConfig():
+            from targets.cloudrun import CloudRunServiceTarget
+
+            return CloudRunServiceTarget(config, ctx)
         case _:
             assert_never(config)

@@ -8,6 +8,9 @@
   ``NAME``, the environment variables ``NAME_USERNAME`` and ``NAME_PASSWORD`` are read first
   (upper-cased, non-alphanumerics as ``_``); else the Prefect Secret block ``NAME`` holding
   ``{"username": ..., "password": ...}``. The password is kept in a ``SecretStr`` and never logged.
+  An Artifact Registry host (``LOCATION-docker.pkg.dev``) named by no credentials is pushed to with
+  Google's Application Default Credentials (``registry_credentials_for``): the user
+  ``oauth2accesstoken`` and a fresh access token, as ``gcloud auth configure-docker`` does.
   ``check_registry`` fails early on a registry that does not answer or refuses the credentials.
 """
 
@@ -130,6 +133,30 @@ def resolve_credentials(name: str) -> Credentials | None:
             hint="store the registry credentials as a JSON object with username and password",
         )
     return Credentials(str(data["username"]), SecretStr(str(data["password"])))
+
+
+ARTIFACT_REGISTRY_SUFFIX = "-docker.pkg.dev"
+
+
+def registry_credentials_for(repository: str, name: str) -> Credentials | None:
+    """The credentials to push ``repository`` with: those named ``name``; for an Artifact Registry host
+    with none named, an access token of Google's Application Default Credentials; else None."""
+    if name or not (registry_of(repository) or "").endswith(ARTIFACT_REGISTRY_SUFFIX):
+        return resolve_credentials(name)
+    import google.auth
+    import google.auth.exceptions
+    import google.auth.transport.requests
+
+    try:
+        creds, _ = google.auth.default(scopes=["https://www.googleapis.com/auth/cloud-platform"])
+        creds.refresh(google.auth.transport.requests.Request())  # type: ignore[no-untyped-call]
+    except google.auth.exceptions.GoogleAuthError as exc:
+        raise ConfigError(
+            f"no Google credentials to push to {registry_of(repository)}: {type(exc).__name__}: {exc}",
+            hint="run `gcloud auth application-default login` or set GOOGLE_APPLICATION_CREDENTIALS; the identity "
+            "needs roles/artifactregistry.writer on the repository",
+        ) from None
+    return Credentials("oauth2accesstoken", SecretStr(str(creds.token)))
 
 
 def registry_of(repository: str) -> str | None:

@@ -204,7 +204,7 @@ def _scaling(facts: Any, target: Target) -> list[Finding]:
                 f"production runs {facts.instances} instance(s); {target.kind} has no autoscaling here",
             )
         )
-    if facts.can_autoscale and facts.instances <= 1 and facts.max_instances > 0:
+    if facts.can_autoscale and facts.instances <= 1 and (facts.zones or 0) < 2:  # no platform spreading it
         out.append(
             Finding(
                 "DO use multiple availability zones",

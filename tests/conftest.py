@@ -15,7 +15,7 @@ import yaml
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
-pytest_plugins = ["tests.targets.fixtures", "tests.targets.ec2.fixtures"]
+pytest_plugins = ["tests.targets.fixtures", "tests.targets.ec2.fixtures", "tests.targets.cloudrun.fixtures"]
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE_SPEC = REPO / "examples" / "iris" / "slipway.yaml"
@@ -25,6 +25,7 @@ EXAMPLE_SPEC = REPO / "examples" / "iris" / "slipway.yaml"
 _FOLDER_MARKS = {
     "tests/targets/docker/": ("docker",),
     "tests/targets/kubernetes/": ("kubernetes", "docker"),
+    "tests/targets/cloudrun/": ("cloudrun", "docker"),
 }
 
 

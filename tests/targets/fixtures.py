@@ -31,6 +31,7 @@ ARTIFACTS = {
     "docker": frozenset({ArtifactKind.IMAGE}),
     "kubernetes": frozenset({ArtifactKind.IMAGE}),
     "ec2": frozenset({ArtifactKind.IMAGE}),
+    "cloudrun": frozenset({ArtifactKind.IMAGE}),
 }
 
 
@@ -87,6 +88,7 @@ def target_factory(
     made: list[Target] = []
     # set up before (so torn down after) the targets: ec2 instances in the moto subnet that the data plane runs
     subnet = request.getfixturevalue("ec2_subnet") if target_kind == "ec2" else {}
+    emulator = request.getfixturevalue("gcp_env") if target_kind == "cloudrun" else None
 
     def make(stage: Stage) -> Target:
         ctx = context(stage, state_dir, api_key)
@@ -109,6 +111,10 @@ def target_factory(
                 from tests.targets.ec2.fixtures import ec2_config
 
                 target = make_target(ec2_config(subnet), ctx)
+            case "cloudrun":
+                from tests.targets.cloudrun.fixtures import cloudrun_config
+
+                target = make_target(cloudrun_config(emulator), ctx)
         made.append(target)
         return target
 
