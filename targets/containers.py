@@ -9,13 +9,17 @@
   (upper-cased, non-alphanumerics as ``_``); else the Prefect Secret block ``NAME`` holding
   ``{"username": ..., "password": ...}``. The password is kept in a ``SecretStr`` and never logged.
   An Artifact Registry host (``LOCATION-docker.pkg.dev``) named by no credentials is pushed to with
-  Google's Application Default Credentials (``registry_credentials_for``): the user
+  Google's Application Default Credentials (``registry_credentials``): the user
   ``oauth2accesstoken`` and a fresh access token, as ``gcloud auth configure-docker`` does.
   ``check_registry`` fails early on a registry that does not answer or refuses the credentials.
+  An Amazon ECR registry (``<account>.dkr.ecr.<region>.amazonaws.com``) named by no credentials
+  gets ECR's own: a 12-hour token from ``ecr:GetAuthorizationToken`` (``registry_credentials``),
+  with the default AWS chain (``AWS_PROFILE``; ``AWS_ENDPOINT_URL_ECR`` points it elsewhere).
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -136,13 +140,23 @@ def resolve_credentials(name: str) -> Credentials | None:
 
 
 ARTIFACT_REGISTRY_SUFFIX = "-docker.pkg.dev"
+ECR_HOST = re.compile(r"^(?P<account>[0-9]{12})\.dkr\.ecr(-fips)?\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(\.cn)?$")
 
 
-def registry_credentials_for(repository: str, name: str) -> Credentials | None:
-    """The credentials to push ``repository`` with: those named ``name``; for an Artifact Registry host
-    with none named, an access token of Google's Application Default Credentials; else None."""
-    if name or not (registry_of(repository) or "").endswith(ARTIFACT_REGISTRY_SUFFIX):
+def registry_credentials(repository: str, name: str) -> Credentials | None:
+    """The credentials to push to (or pull from) ``repository``: those named ``name``; else, for an
+    Artifact Registry host, an access token of Google's Application Default Credentials; for an ECR
+    registry, a token from ECR; else none."""
+    if name:
         return resolve_credentials(name)
+    host = registry_of(repository) or ""
+    if host.endswith(ARTIFACT_REGISTRY_SUFFIX):
+        return _google_credentials(host)
+    ecr = ECR_HOST.match(host)
+    return ecr_credentials(host, ecr["account"], ecr["region"]) if ecr else None
+
+
+def _google_credentials(host: str) -> Credentials:
     import google.auth
     import google.auth.exceptions
     import google.auth.transport.requests
@@ -152,11 +166,31 @@ def registry_credentials_for(repository: str, name: str) -> Credentials | None:
         creds.refresh(google.auth.transport.requests.Request())  # type: ignore[no-untyped-call]
     except google.auth.exceptions.GoogleAuthError as exc:
         raise ConfigError(
-            f"no Google credentials to push to {registry_of(repository)}: {type(exc).__name__}: {exc}",
+            f"no Google credentials to push to {host}: {type(exc).__name__}: {exc}",
             hint="run `gcloud auth application-default login` or set GOOGLE_APPLICATION_CREDENTIALS; the identity "
             "needs roles/artifactregistry.writer on the repository",
         ) from None
     return Credentials("oauth2accesstoken", SecretStr(str(creds.token)))
+
+
+def ecr_credentials(host: str, account: str, region: str) -> Credentials:
+    """An ECR registry's credentials: ``AWS`` and the token ``GetAuthorizationToken`` gives (12 hours)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from targets.aws import map_aws_error, session
+
+    at = At("image", "push", host)
+    try:
+        ecr = session(region).client("ecr")
+        data = ecr.get_authorization_token(registryIds=[account])["authorizationData"][0]
+    except (ClientError, BotoCoreError) as exc:
+        mapped = map_aws_error(exc, at=at)
+        if isinstance(mapped, ConfigError):
+            raise mapped from exc
+        cls = TransientImageError if isinstance(mapped, TransientTargetError) else ImageError
+        raise cls(mapped.message.removeprefix(f"{at} "), at=at, hint=mapped.hint) from exc
+    user, _, password = base64.b64decode(data["authorizationToken"]).decode().partition(":")
+    return Credentials(user, SecretStr(password))
 
 
 def registry_of(repository: str) -> str | None:

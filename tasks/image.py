@@ -32,7 +32,7 @@ from slipway.release import ArtifactKind, ImageRef
 from slipway.settings import get_settings
 from slipway.spec import ReleaseSpec
 from targets.base import Target
-from targets.containers import check_registry, connect, map_error, registry_credentials_for
+from targets.containers import check_registry, connect, map_error, registry_credentials
 from tasks import TASK_OPTIONS, log_progress
 from tasks._build import DEPS_DOCKERFILE, Log, deps_key, prepare_wheels, requirements, run_build
 from tasks._build import write_serving_context as _write_context
@@ -116,7 +116,7 @@ def build(spec: ReleaseSpec, package: ModelPackage, *, log: Log = _log.info, cac
 def push(spec: ReleaseSpec, ref: str, *, log: Log = _log.info) -> ImageRef:
     """Push ``repository:tag`` and return the image pinned by the digest the registry reports."""
     repository, _, tag = ref.rpartition(":")
-    creds = registry_credentials_for(repository, spec.image.registry_credentials)
+    creds = registry_credentials(repository, spec.image.registry_credentials)
     check_registry(repository, creds, operation="push")
     client = connect("", at=At("image", "push", "local engine"), error=ImageError)
     digest, pushed, reused = "", 0, 0

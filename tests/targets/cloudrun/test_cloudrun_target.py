@@ -25,7 +25,7 @@ from slipway.release import AuthScheme, ImageRef, Release, Stage
 from slipway.spec import Timeouts
 from targets import make_target
 from targets.base import Target, put_live
-from targets.containers import registry_credentials_for
+from targets.containers import registry_credentials
 from tests.targets.cloudrun.emulator import CloudRunEmulator
 from tests.targets.cloudrun.fixtures import OTHER_PROJECT, PROJECT, REGION, cloudrun_config, reset
 from tests.targets.fixtures import TIMEOUTS, context
@@ -214,10 +214,10 @@ def test_api_key_mode_is_public_with_the_key_from_secret_manager(
 
 
 def test_artifact_registry_pushes_with_an_access_token_of_adc(gcp_env: CloudRunEmulator) -> None:
-    creds = registry_credentials_for(f"{REGION}-docker.pkg.dev/{PROJECT}/models/iris", "")
+    creds = registry_credentials(f"{REGION}-docker.pkg.dev/{PROJECT}/models/iris", "")
     assert creds is not None and creds.username == "oauth2accesstoken"
     assert creds.password.get_secret_value() in gcp_env.issuer.access_tokens  # minted by the token endpoint
-    assert registry_credentials_for("127.0.0.1:5000/slipway/iris", "") is None
+    assert registry_credentials("127.0.0.1:5000/slipway/iris", "") is None
 
 
 # --- bad input: each a clear error, with production untouched ---------------------------------------
