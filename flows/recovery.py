@@ -19,8 +19,8 @@ the ledger was moved) is not guessed at: it is reported, and the run goes on to 
 from __future__ import annotations
 
 from flows.pipeline import Pipeline
-from slipway.ledger import Action, LiveEvent, Outcome, now
-from slipway.release import Stage
+from slipway.ledger import Action, LiveEvent, Outcome
+from slipway.release import Stage, now
 
 INTERRUPTED = "interrupted: the run ended before finishing (killed?)"
 

@@ -21,7 +21,6 @@ from flows.recovery import settle_interrupted
 from slipway.costs import price_table
 from slipway.errors import GateFailed
 from slipway.ledger import Outcome, ReleaseRecord
-from slipway.locking import service_lock
 from slipway.registry import pin_version, superseded
 from slipway.release import Release, Stage
 from targets.base import Deployment
@@ -67,7 +66,7 @@ def release(
     if version:
         p = replace(p, spec=pin_version(p.spec, version))
     p.ledger.check_writable()
-    with service_lock(p.settings.path("locks"), p.service, timeout_s=p.settings.lock_timeout_s, purpose="deploy"):
+    with p.ledger.lock(p.service, timeout_s=p.settings.lock_timeout_s, purpose="deploy"):
         for note in settle_interrupted(p, run_id()):
             get_run_logger().warning(note)
         if version and (reason := superseded(source, version)):

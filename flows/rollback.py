@@ -7,9 +7,8 @@ from prefect import flow, get_run_logger
 from flows.pipeline import open_pipeline, run_id
 from flows.recovery import settle_interrupted
 from slipway.errors import ConfigError
-from slipway.ledger import Action, Ledger, LiveEvent, Outcome, ReleaseRecord, now
-from slipway.locking import service_lock
-from slipway.release import Stage
+from slipway.ledger import Action, Ledger, LiveEvent, Outcome, ReleaseRecord
+from slipway.release import Stage, now
 
 
 @flow(name="rollback", log_prints=True)
@@ -22,7 +21,7 @@ def rollback(spec_path: str, to_release: str = "") -> str:
     """
     p = open_pipeline(spec_path)
     p.ledger.check_writable()
-    with service_lock(p.settings.path("locks"), p.service, timeout_s=p.settings.lock_timeout_s, purpose="rollback"):
+    with p.ledger.lock(p.service, timeout_s=p.settings.lock_timeout_s, purpose="rollback"):
         for note in settle_interrupted(p, run_id()):
             get_run_logger().warning(note)
         record = choose_rollback(p.ledger, p.service, to_release)

@@ -7,9 +7,8 @@ from typing import Literal
 from prefect import flow
 
 from flows.pipeline import open_pipeline, run_id
-from slipway.ledger import Action, LiveEvent, now
-from slipway.locking import service_lock
-from slipway.release import Stage
+from slipway.ledger import Action, LiveEvent
+from slipway.release import Stage, now
 from tasks.stage import teardown_stage
 
 
@@ -23,7 +22,7 @@ def teardown(spec_path: str, stage: Literal["staging", "production", "all"] = "a
     """
     p = open_pipeline(spec_path, need_key=False)
     stages = [Stage.STAGING, Stage.PRODUCTION] if stage == "all" else [Stage(stage)]
-    with service_lock(p.settings.path("locks"), p.service, timeout_s=p.settings.lock_timeout_s, purpose="teardown"):
+    with p.ledger.lock(p.service, timeout_s=p.settings.lock_timeout_s, purpose="teardown"):
         for s in stages:
             teardown_stage(p.target(s))
             if s is Stage.PRODUCTION:

@@ -18,8 +18,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from flows.pipeline import open_pipeline
 from slipway.errors import ConfigError, GateFailed
-from slipway.ledger import now
-from slipway.release import Stage
+from slipway.release import Stage, now
 from tasks.gate import gate_env, run_smoke
 
 

@@ -23,10 +23,10 @@ from rich.text import Text
 from flows.pipeline import open_pipeline
 from serving.manifest import read_manifest
 from slipway.errors import SlipwayError
-from slipway.ledger import Outcome, ReleaseRecord
+from slipway.ledger import Outcome, ReleaseRecord, ledger_at, migrate, open_ledger
 from slipway.recommend import recommend as decide
 from slipway.release import ArtifactKind, AuthScheme, Stage
-from slipway.settings import resolve_api_key
+from slipway.settings import Settings, resolve_api_key
 
 if TYPE_CHECKING:
     from targets.base import Change, Target
@@ -270,6 +270,31 @@ def recommend(
     for line in (f"path: {' → '.join(r.path)}", f"why: {r.why}", *([f"also: {r.alternative}"] if r.alternative else []),
                  f"Slipway targets: {r.targets}"):  # fmt: skip
         out.print(line, markup=False, highlight=False)
+
+
+ledger_app = typer.Typer(help="The release ledger: where every release and stage change is recorded.")
+app.add_typer(ledger_app, name="ledger")
+
+
+@ledger_app.command("migrate")
+def ledger_migrate(
+    to: Annotated[str, typer.Option("--to", help="The ledger to move into, e.g. postgresql://USER@HOST/DB.")],
+    source: Annotated[
+        str | None, typer.Option("--from", help="The ledger to move from (default: SLIPWAY_LEDGER_URL's).")
+    ] = None,
+) -> None:
+    """Copy a ledger's whole history into another (empty) one, e.g. SQLite into a team's PostgreSQL."""
+    with _clear_errors():
+        settings = Settings()
+        old = ledger_at(source) if source else open_ledger(settings)
+        new = ledger_at(to)
+        moved = migrate(old, new)
+    out.print(
+        f"copied {moved.releases} releases and {moved.events} stage changes of {moved.services} services "
+        f"from {old.where} to {new.where}; {old.where} is unchanged. Use the new one with "
+        f"SLIPWAY_LEDGER_URL={new.where}",
+        markup=False, highlight=False,
+    )  # fmt: skip
 
 
 webhooks_app = typer.Typer(help="Event-driven redeploys: MLflow registry webhooks → Prefect events.")

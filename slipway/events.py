@@ -24,7 +24,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
-from slipway.ledger import now
+from slipway.release import now
 from slipway.sqlite import transaction
 
 VERSION_CREATED = "slipway.model.version.created"

@@ -1,9 +1,11 @@
 """The release ledger: every release attempt and every change of what a stage serves, durably.
 
-``Ledger`` is the interface; ``SqliteLedger`` the default (a file under the state directory).
-Another store (Postgres for a team) implements the same protocol and is chosen by URL scheme in
-``open_ledger``. Everything is keyed by the *service* (a deployment's identity, ``service:`` in the
-spec, the model's name unless set), so two specs of one model keep two histories.
+``Ledger`` is the interface; ``SqliteLedger`` the default (a file under the state directory), and
+``slipway.postgres.PostgresLedger`` the one a team shares (``SLIPWAY_LEDGER_URL=postgresql://...``),
+chosen by URL scheme in ``open_ledger``. Everything is keyed by the *service* (a deployment's
+identity, ``service:`` in the spec, the model's name unless set), so two specs of one model keep two
+histories. The ledger also holds each service's deploy lock: one run per service at a time, on every
+machine that shares the ledger.
 
 Two tables:
   releases  one row per attempt: service, model, version, package sha256, image digest, targets,
@@ -17,15 +19,16 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
-from slipway.errors import ConfigError
-from slipway.release import ImageRef, Release, Stage
+from slipway.errors import ConfigError, LedgerError
+from slipway.locking import service_lock
+from slipway.release import ImageRef, Release, Stage, now
 from slipway.settings import Settings
 from slipway.sqlite import transaction
 
@@ -42,10 +45,6 @@ class Action(StrEnum):
     ROLLBACK = "rollback"
     TEARDOWN = "teardown"
     RECONCILE = "reconcile"  # what a killed run switched production to, recorded by the next run
-
-
-def now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 @dataclass(frozen=True)
@@ -82,7 +81,15 @@ class LiveEvent:
 
 
 class Ledger(Protocol):
+    """``where`` names the store for people (never with a password); ``lock`` holds a service's
+    deploy lock for a block, waiting up to ``timeout_s`` and then raising ``DeployLocked`` naming the
+    holder; a holder that dies releases it. ``import_history`` writes another ledger's rows as they
+    are, in one transaction, into a ledger that holds none of them (``slipway ledger migrate``)."""
+
+    @property
+    def where(self) -> str: ...
     def check_writable(self) -> None: ...
+    def lock(self, service: str, *, timeout_s: float, purpose: str) -> AbstractContextManager[None]: ...
     def start(self, record: ReleaseRecord) -> None: ...
     def finish(
         self, release_id: str, outcome: Outcome, *, gate: dict[str, Any] | None = None, error: str = ""
@@ -90,8 +97,10 @@ class Ledger(Protocol):
     def record_event(self, event: LiveEvent) -> None: ...
     def get(self, release_id: str) -> ReleaseRecord | None: ...
     def releases(self, service: str) -> list[ReleaseRecord]: ...
-    def events(self, service: str, stage: Stage) -> list[LiveEvent]: ...
+    def events(self, service: str, stage: Stage | None = None) -> list[LiveEvent]: ...
     def live(self, service: str, stage: Stage) -> ReleaseRecord | None: ...
+    def services(self) -> list[str]: ...
+    def import_history(self, records: Iterable[ReleaseRecord], events: Iterable[LiveEvent]) -> int: ...
 
 
 _MIGRATIONS = (
@@ -124,8 +133,17 @@ _MIGRATIONS = (
 
 
 class SqliteLedger:
+    """A file; its locks are ``flock``s in ``locks/`` beside it (one machine)."""
+
     def __init__(self, path: Path) -> None:
         self.path = path
+
+    @property
+    def where(self) -> str:
+        return str(self.path)
+
+    def lock(self, service: str, *, timeout_s: float, purpose: str) -> AbstractContextManager[None]:
+        return service_lock(self.path.parent / "locks", service, timeout_s=timeout_s, purpose=purpose)
 
     def _db(self, doing: str) -> AbstractContextManager[sqlite3.Connection]:
         return transaction(
@@ -140,9 +158,9 @@ class SqliteLedger:
             conn.execute("DROP TABLE _probe")
 
     def start(self, record: ReleaseRecord) -> None:
-        row = _to_row(record)
+        row = to_row(record)
         with self._db("write") as conn:
-            conn.execute(f"INSERT INTO releases ({', '.join(row)}) VALUES ({', '.join(f':{k}' for k in row)})", row)
+            conn.execute(insert_release(row, ":"), row)
 
     def finish(self, release_id: str, outcome: Outcome, *, gate: dict[str, Any] | None = None, error: str = "") -> None:
         with self._db("write") as conn:
@@ -153,12 +171,21 @@ class SqliteLedger:
 
     def record_event(self, event: LiveEvent) -> None:
         with self._db("write") as conn:
-            conn.execute(
-                "INSERT INTO events (service, stage, release_id, action, at, flow_run_id, location) "
-                "VALUES (?,?,?,?,?,?,?)",
-                (event.service, event.stage.value, event.release_id, event.action.value, event.at,
-                 event.flow_run_id, event.location),
-            )  # fmt: skip
+            conn.execute(_INSERT_EVENT, event_row(event))
+
+    def import_history(self, records: Iterable[ReleaseRecord], events: Iterable[LiveEvent]) -> int:
+        rows = [to_row(r) for r in records]
+        with self._db("write") as conn:
+            refuse_overlap(
+                rows,
+                lambda ids: [
+                    r[0] for r in conn.execute(f"SELECT id FROM releases WHERE id IN ({','.join('?' * len(ids))})", ids)
+                ],
+            )
+            for row in rows:
+                conn.execute(insert_release(row, ":"), row)
+            conn.executemany(_INSERT_EVENT, [event_row(e) for e in events])
+        return len(rows)
 
     def _read(self, sql: str, params: tuple[str, ...]) -> list[sqlite3.Row]:
         """Rows of a query; a ledger not written yet has none (reading never creates the file)."""
@@ -170,28 +197,87 @@ class SqliteLedger:
 
     def get(self, release_id: str) -> ReleaseRecord | None:
         rows = self._read("SELECT * FROM releases WHERE id = ?", (release_id,))
-        return _from_row(rows[0]) if rows else None
+        return from_row(rows[0]) if rows else None
 
     def releases(self, service: str) -> list[ReleaseRecord]:
         rows = self._read("SELECT * FROM releases WHERE service = ? ORDER BY started_at, rowid", (service,))
-        return [_from_row(r) for r in rows]
+        return [from_row(r) for r in rows]
 
-    def events(self, service: str, stage: Stage) -> list[LiveEvent]:
-        rows = self._read("SELECT * FROM events WHERE service = ? AND stage = ? ORDER BY seq", (service, stage.value))
-        return [
-            LiveEvent(r["service"], Stage(r["stage"]), r["release_id"], Action(r["action"]), r["at"],
-                      r["flow_run_id"], r["location"])
-            for r in rows
-        ]  # fmt: skip
+    def events(self, service: str, stage: Stage | None = None) -> list[LiveEvent]:
+        if stage is None:
+            rows = self._read("SELECT * FROM events WHERE service = ? ORDER BY seq", (service,))
+        else:
+            rows = self._read(
+                "SELECT * FROM events WHERE service = ? AND stage = ? ORDER BY seq", (service, stage.value)
+            )
+        return [event_from_row(r) for r in rows]
 
     def live(self, service: str, stage: Stage) -> ReleaseRecord | None:
-        events = self.events(service, stage)
-        if not events or events[-1].release_id is None:
-            return None
-        return self.get(events[-1].release_id)
+        return live_of(self, service, stage)
+
+    def services(self) -> list[str]:
+        rows = self._read("SELECT service FROM releases UNION SELECT service FROM events ORDER BY 1", ())
+        return [r[0] for r in rows]
 
 
-def _to_row(record: ReleaseRecord) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Moved:
+    services: int
+    releases: int
+    events: int
+
+
+def migrate(source: Ledger, target: Ledger) -> Moved:
+    """Copy every release and event of ``source`` into ``target`` as they are, in one transaction of
+    the target; it must hold none of them. The source is only read."""
+    services = source.services()
+    records = [r for s in services for r in source.releases(s)]
+    events = [e for s in services for e in source.events(s)]
+    target.check_writable()
+    target.import_history(records, events)
+    return Moved(len(services), len(records), len(events))
+
+
+def live_of(ledger: Ledger, service: str, stage: Stage) -> ReleaseRecord | None:
+    """What the last event of a stage says it serves."""
+    events = ledger.events(service, stage)
+    if not events or events[-1].release_id is None:
+        return None
+    return ledger.get(events[-1].release_id)
+
+
+EVENT_COLUMNS = ("service", "stage", "release_id", "action", "at", "flow_run_id", "location")
+_INSERT_EVENT = f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) VALUES ({', '.join('?' * len(EVENT_COLUMNS))})"
+
+
+def insert_release(row: dict[str, Any], mark: str) -> str:
+    """The INSERT of a release row, with named parameters marked ``:name`` (SQLite) or ``%(name)s``."""
+    values = (f":{k}" if mark == ":" else f"%({k})s" for k in row)
+    return f"INSERT INTO releases ({', '.join(row)}) VALUES ({', '.join(values)})"
+
+
+def event_row(e: LiveEvent) -> tuple[str | None, ...]:
+    return (e.service, e.stage.value, e.release_id, e.action.value, e.at, e.flow_run_id, e.location)
+
+
+def event_from_row(r: Any) -> LiveEvent:
+    return LiveEvent(
+        r["service"], Stage(r["stage"]), r["release_id"], Action(r["action"]), r["at"], r["flow_run_id"], r["location"]
+    )
+
+
+def refuse_overlap(rows: list[dict[str, Any]], existing: Callable[[tuple[str, ...]], list[str]]) -> None:
+    """Refuse to import releases the target already holds (``existing(ids)`` returns their ids)."""
+    ids = tuple(r["id"] for r in rows)
+    found = [i for chunk in range(0, len(ids), 500) for i in existing(ids[chunk : chunk + 500])]
+    if found:
+        raise LedgerError(
+            f"the target ledger already holds {len(found)} of these releases (e.g. {found[0]})",
+            hint="migrate into an empty ledger; nothing was written",
+        )
+
+
+def to_row(record: ReleaseRecord) -> dict[str, Any]:
     r = record.release
     return {
         "id": r.id, "service": r.service, "model": r.model, "version": r.version,
@@ -203,7 +289,7 @@ def _to_row(record: ReleaseRecord) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _from_row(row: sqlite3.Row) -> ReleaseRecord:
+def from_row(row: Any) -> ReleaseRecord:
     release = Release(
         id=row["id"], service=row["service"], model=row["model"], version=row["version"],
         package_sha256=row["package_sha256"], package_dir=Path(row["package_dir"]), spec_hash=row["spec_hash"],
@@ -216,13 +302,19 @@ def _from_row(row: sqlite3.Row) -> ReleaseRecord:
 
 
 def open_ledger(settings: Settings) -> Ledger:
-    url = settings.ledger_url
-    if not url:
-        return SqliteLedger(settings.path("ledger.sqlite"))
+    """The ledger of ``SLIPWAY_LEDGER_URL``: a SQLite file in the state directory unless set."""
+    return ledger_at(settings.ledger_url or f"sqlite:///{settings.path('ledger.sqlite')}")
+
+
+def ledger_at(url: str) -> Ledger:
     if url.startswith("sqlite:///"):
         return SqliteLedger(Path(url.removeprefix("sqlite:///")))
+    if url.startswith(("postgresql://", "postgres://")):
+        from slipway.postgres import PostgresLedger  # psycopg only where a team's ledger is used
+
+        return PostgresLedger(url)
     scheme = url.split(":", 1)[0]
     raise ConfigError(
-        f"SLIPWAY_LEDGER_URL has the unsupported scheme {scheme!r}",
-        hint="use sqlite:///PATH (the default); other stores implement slipway.ledger.Ledger",
+        f"the ledger URL has the unsupported scheme {scheme!r}",
+        hint="use sqlite:///PATH (the default, one machine) or postgresql://USER@HOST:PORT/DB (a team's)",
     )

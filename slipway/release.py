@@ -6,6 +6,7 @@ and where a stage answers. The spec, the ledger, the targets and the flows all s
     ImageRef      an image pinned by digest
     Release       one packaged model version of a service, and the artifacts built for it
     Endpoint      where a stage (or a candidate) answers: URL, authentication, headers, routes
+    now()         the timestamp every record carries (UTC, seconds, ISO 8601)
 """
 
 from __future__ import annotations
@@ -13,12 +14,17 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from serving.contract import GENERIC, Routes
 from slipway.errors import ConfigError
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 class Stage(StrEnum):

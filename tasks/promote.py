@@ -5,8 +5,8 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
-from slipway.ledger import Action, Ledger, LiveEvent, now
-from slipway.release import Release
+from slipway.ledger import Action, Ledger, LiveEvent
+from slipway.release import Release, now
 from slipway.spec import Timeouts
 from targets.base import Deployment, Target, put_live
 from tasks import TASK_OPTIONS

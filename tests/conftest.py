@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -147,6 +148,40 @@ def _merge(node: dict[str, Any], keys: list[str], value: Any) -> None:
 
 
 @pytest.fixture(scope="session")
+def postgres_server() -> tuple[str, str]:
+    """The PostgreSQL server of scripts/services/postgres.sh (started unless it answers): the URL of
+    its database ``slipway`` and the password of its role."""
+    script = ["bash", str(REPO / "scripts" / "services" / "postgres.sh")]
+    subprocess.run([*script, "up"], check=True, capture_output=True)
+    url, password = (subprocess.run([*script, cmd], check=True, capture_output=True, text=True).stdout.strip()
+                     for cmd in ("url", "password"))  # fmt: skip
+    return url, password
+
+
+@pytest.fixture
+def postgres_url(postgres_server: tuple[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A new, empty database of that server for this test, the password in PGPASSWORD (not the URL)."""
+    import psycopg
+
+    url, password = postgres_server
+    monkeypatch.setenv("PGPASSWORD", password)
+    name = f"test_{secrets.token_hex(4)}"
+    with psycopg.connect(url, password=password, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    yield url.rsplit("/", 1)[0] + f"/{name}"
+    with psycopg.connect(url, password=password, autocommit=True) as admin:  # the test may have changed PGPASSWORD
+        admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The URL of an empty ledger of each kind."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'ledger' / 'ledger.sqlite'}"
+    return str(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture(scope="session")
 def prefect_api() -> Iterator[None]:
     """One temporary Prefect server for the session's flow runs."""
     from prefect.testing.utilities import prefect_test_harness
@@ -159,7 +194,7 @@ def prefect_api() -> Iterator[None]:
 SECRETS = {
     "AWS_SECRET_ACCESS_KEY": "aws-secret-0123456789", "GOOGLE_APPLICATION_CREDENTIALS": "/secrets/gcp.json",
     "PREFECT_API_KEY": "pnu_0123456789", "REGISTRY_PASSWORD": "registry-secret-0123", "KUBECONFIG": "/secrets/kube",
-    "MLFLOW_TRACKING_TOKEN": "mlflow-token-0123",
+    "MLFLOW_TRACKING_TOKEN": "mlflow-token-0123", "PGPASSWORD": "pg-secret-0123456",
 }  # fmt: skip
 
 

@@ -18,9 +18,8 @@ from flows.rollback import rollback
 from flows.teardown import teardown
 from slipway.errors import ConfigError, DeployLocked, GateFailed, LedgerError
 from slipway.ledger import Outcome, SqliteLedger
-from slipway.locking import service_lock
 from slipway.release import Stage
-from tests.conftest import SpecWriter
+from tests.conftest import SpecWriter, free_port
 
 pytestmark = [pytest.mark.prefect, pytest.mark.locust, pytest.mark.usefixtures("prefect_api")]
 
@@ -160,9 +159,27 @@ def test_unwritable_ledger_fails_before_anything_is_deployed(
     assert not _listening(_port(spec_v1, "staging")) and not _listening(_port(spec_v1, "production"))
 
 
+@pytest.mark.postgres
+@pytest.mark.fault("bad input")
+@pytest.mark.parametrize("problem", ["unreachable", "wrong password"])
+def test_a_team_ledger_that_cannot_be_used_fails_before_anything_is_deployed(
+    spec_v1: Path, state_dir: Path, postgres_url: str, monkeypatch: pytest.MonkeyPatch, problem: str
+) -> None:
+    if problem == "unreachable":
+        postgres_url = f"postgresql://slipway@127.0.0.1:{free_port()}/slipway"
+    with monkeypatch.context() as env:  # the fixtures' teardown uses the default ledger
+        env.setenv("SLIPWAY_LEDGER_URL", postgres_url)
+        if problem == "wrong password":
+            env.setenv("PGPASSWORD", "wrong-password-0000")
+        with pytest.raises(LedgerError, match="cannot reach the release ledger at postgresql://slipway@"):
+            release(str(spec_v1))
+    assert not _listening(_port(spec_v1, "staging")) and not _listening(_port(spec_v1, "production"))
+    assert not (state_dir / "packages").exists()
+
+
 @pytest.mark.fault("injected failure")
 def test_second_deploy_of_the_same_model_is_refused_while_one_runs(spec_v1: Path, state_dir: Path) -> None:
-    lock = service_lock(state_dir / "locks", "iris", timeout_s=0, purpose="deploy")
+    lock = SqliteLedger(state_dir / "ledger.sqlite").lock("iris", timeout_s=0, purpose="deploy")
     with lock, pytest.raises(DeployLocked, match="another deploy .* of service 'iris' is running"):
         release(str(spec_v1))
     assert not _listening(_port(spec_v1, "production"))

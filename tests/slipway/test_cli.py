@@ -8,9 +8,9 @@ import pytest
 from typer.testing import CliRunner
 
 from slipway.cli import app
-from slipway.ledger import Action, LiveEvent, Outcome, ReleaseRecord, SqliteLedger, now
+from slipway.ledger import Action, LiveEvent, Outcome, ReleaseRecord, SqliteLedger
 from slipway.recommend import recommend
-from slipway.release import Release, Stage
+from slipway.release import Release, Stage, now
 from tests.conftest import SpecWriter, free_port
 
 runner = CliRunner()

@@ -1,7 +1,10 @@
-"""The ledger records attempts and stage changes durably; the lock keeps runs of a service apart."""
+"""The ledger records attempts and stage changes durably, and its lock keeps runs of a service apart:
+each test on both kinds of ledger (a SQLite file; a database of the PostgreSQL server of
+scripts/services/postgres.sh), unless it is about one."""
 
 from __future__ import annotations
 
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -11,10 +14,20 @@ from pathlib import Path
 import pytest
 
 from slipway.errors import ConfigError, DeployLocked, LedgerError
-from slipway.ledger import Action, LiveEvent, Outcome, ReleaseRecord, SqliteLedger, now, open_ledger
-from slipway.locking import service_lock
-from slipway.release import ImageRef, Release, Stage
+from slipway.ledger import (
+    Action,
+    Ledger,
+    LiveEvent,
+    Outcome,
+    ReleaseRecord,
+    SqliteLedger,
+    ledger_at,
+    migrate,
+    open_ledger,
+)
+from slipway.release import ImageRef, Release, Stage, now
 from slipway.settings import Settings
+from tests.conftest import free_port
 
 IMAGE = ImageRef("127.0.0.1:5000/slipway/iris", "sha256:" + "cd" * 32)
 
@@ -24,15 +37,15 @@ def _record(rid: str, service: str = "iris") -> ReleaseRecord:
     return ReleaseRecord(release, "local", "docker", flow_run_id="run-1")
 
 
-def test_attempts_outcomes_and_live_release_survive_reopening(tmp_path: Path) -> None:
-    ledger = SqliteLedger(tmp_path / "l.sqlite")
+def test_attempts_outcomes_and_live_release_survive_reopening(ledger_url: str) -> None:
+    ledger = ledger_at(ledger_url)
     ledger.start(_record("r1"))
     ledger.finish("r1", Outcome.PROMOTED, gate={"rps": 900.0, "p95_ms": 4.0})
     ledger.record_event(LiveEvent("iris", Stage.PRODUCTION, "r1", Action.PROMOTE, now(), "run-1", "docker port 1"))
     ledger.start(_record("r2"))
     ledger.finish("r2", Outcome.REJECTED, gate={"rps": 10.0}, error="p95 too high")
 
-    reopened = SqliteLedger(tmp_path / "l.sqlite")
+    reopened = ledger_at(ledger_url)
     r1, r2 = reopened.releases("iris")
     assert (r1.id, r1.outcome, r1.gate["rps"], r1.flow_run_id) == ("r1", Outcome.PROMOTED, 900.0, "run-1")
     assert (r2.outcome, r2.error) == (Outcome.REJECTED, "p95 too high")
@@ -46,12 +59,14 @@ def test_attempts_outcomes_and_live_release_survive_reopening(tmp_path: Path) ->
     assert reopened.live("iris", Stage.PRODUCTION) is None
 
 
-def test_two_services_of_one_model_keep_two_histories(tmp_path: Path) -> None:
-    ledger = SqliteLedger(tmp_path / "l.sqlite")
+def test_two_services_of_one_model_keep_two_histories(ledger_url: str) -> None:
+    ledger = ledger_at(ledger_url)
+    assert ledger.services() == []
     ledger.start(_record("a1", "iris"))
     ledger.start(_record("b1", "iris-registry"))
     assert [r.id for r in ledger.releases("iris")] == ["a1"]
     assert [r.id for r in ledger.releases("iris-registry")] == ["b1"]
+    assert ledger.services() == ["iris", "iris-registry"]
 
 
 def test_a_ledger_written_before_services_is_migrated_losing_nothing(tmp_path: Path) -> None:
@@ -92,28 +107,143 @@ def test_unknown_ledger_scheme(tmp_path: Path) -> None:
         open_ledger(Settings(state_dir=tmp_path, ledger_url="mysql://x"))
 
 
-def test_second_deploy_fails_clearly_while_first_holds_the_lock(tmp_path: Path) -> None:
+def _hold(ledger_url: str, service: str = "iris", seconds: float = 3) -> subprocess.Popen[str]:
+    """Another process (a deploy on another worker) that holds the lock of ``service``."""
     holder = subprocess.Popen(
         [sys.executable, "-c",
-         "import sys, time; from pathlib import Path; from slipway.locking import service_lock\n"
-         "with service_lock(Path(sys.argv[1]), 'iris', timeout_s=0, purpose='deploy'):\n"
-         "    print('held', flush=True); time.sleep(3)",
-         str(tmp_path)],
+         "import sys, time; from slipway.ledger import ledger_at\n"
+         "with ledger_at(sys.argv[1]).lock(sys.argv[2], timeout_s=0, purpose='deploy'):\n"
+         "    print('held', flush=True); time.sleep(float(sys.argv[3]))",
+         ledger_url, service, str(seconds)],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
-    with pytest.raises(DeployLocked) as info, service_lock(tmp_path, "iris", timeout_s=0.5, purpose="deploy"):
+    return holder
+
+
+def test_second_deploy_waits_then_fails_naming_the_holder(ledger_url: str) -> None:
+    holder = _hold(ledger_url)
+    ledger = ledger_at(ledger_url)
+    with pytest.raises(DeployLocked) as info, ledger.lock("iris", timeout_s=0.5, purpose="deploy"):
         pass
-    assert f"pid {holder.pid}" in str(info.value)
+    assert f"another deploy (on {socket.gethostname()}, pid {holder.pid}, since " in str(info.value)
+    assert "SLIPWAY_LOCK_TIMEOUT_S" in info.value.hint
     started = time.monotonic()
-    with service_lock(tmp_path, "iris", timeout_s=10, purpose="deploy"):  # waits for the holder
+    with ledger.lock("iris", timeout_s=10, purpose="deploy"):  # waits for the holder
         assert time.monotonic() - started > 0.5
     holder.wait()
 
 
-def test_lock_is_per_service(tmp_path: Path) -> None:
+@pytest.mark.fault("injected failure")
+def test_a_holder_that_dies_releases_the_lock(ledger_url: str) -> None:
+    holder = _hold(ledger_url, seconds=60)
+    holder.kill()
+    holder.wait()
+    started = time.monotonic()
+    with ledger_at(ledger_url).lock("iris", timeout_s=10, purpose="rollback"):
+        assert time.monotonic() - started < 5
+
+
+def test_lock_is_per_service(ledger_url: str) -> None:
+    ledger = ledger_at(ledger_url)
     with (
-        service_lock(tmp_path, "iris", timeout_s=0, purpose="deploy"),
-        service_lock(tmp_path, "wine", timeout_s=0, purpose="deploy"),
+        ledger.lock("iris", timeout_s=0, purpose="deploy"),
+        ledger.lock("wine", timeout_s=0, purpose="deploy"),
     ):
         pass
+
+
+def _history(ledger: Ledger) -> list[tuple[str, list[ReleaseRecord], list[LiveEvent]]]:
+    return [(s, ledger.releases(s), ledger.events(s)) for s in ledger.services()]
+
+
+@pytest.mark.postgres
+def test_migrate_moves_a_sqlite_history_to_postgres_row_for_row(tmp_path: Path, postgres_url: str) -> None:
+    source = SqliteLedger(tmp_path / "ledger.sqlite")
+    for n, service in enumerate(("iris", "iris-registry", "wine")):
+        for v in range(3):
+            rid = f"{service}-{v}"
+            source.start(_record(rid, service))
+            if v < 2:  # the last one still pending, as a killed run leaves it
+                source.finish(rid, Outcome.PROMOTED if v != 1 or n else Outcome.REJECTED,
+                              gate={"rps": 100.0 + v, "checks": [{"name": "p95", "ok": True}]}, error="")  # fmt: skip
+                stage = Stage.STAGING if v % 2 else Stage.PRODUCTION
+                source.record_event(LiveEvent(service, stage, rid, Action.PROMOTE, now(), f"run-{v}", f"loc {v}"))
+    source.record_event(LiveEvent("wine", Stage.PRODUCTION, None, Action.TEARDOWN, now(), "run-9"))
+    before = _history(source)
+
+    target = ledger_at(postgres_url)
+    moved = migrate(source, target)
+
+    assert (moved.services, moved.releases, moved.events) == (3, 9, 7)
+    assert _history(target) == before  # every field of every row, in order
+    assert _history(source) == before  # the source is only read
+    live = target.live("iris", Stage.PRODUCTION)
+    assert live is not None and live.id == "iris-0"
+    assert target.live("wine", Stage.PRODUCTION) is None
+
+
+@pytest.mark.postgres
+@pytest.mark.fault("bad input")
+def test_migrate_into_a_ledger_that_holds_those_releases_writes_nothing(tmp_path: Path, postgres_url: str) -> None:
+    source = SqliteLedger(tmp_path / "ledger.sqlite")
+    source.start(_record("r1"))
+    source.start(_record("r2"))
+    target = ledger_at(postgres_url)
+    target.start(_record("r2"))
+    with pytest.raises(LedgerError, match="already holds 1 of these releases") as info:
+        migrate(source, target)
+    assert "empty ledger" in info.value.hint
+    assert [r.id for r in target.releases("iris")] == ["r2"]
+
+
+@pytest.mark.postgres
+def test_cli_migrate_says_what_it_moved_and_how_to_use_it(
+    tmp_path: Path, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from slipway.cli import app
+
+    SqliteLedger(tmp_path / "ledger.sqlite").start(_record("r1"))
+    monkeypatch.setenv("SLIPWAY_STATE_DIR", str(tmp_path))
+    result = CliRunner().invoke(app, ["ledger", "migrate", "--to", postgres_url])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert f"copied 1 releases and 0 stage changes of 1 services from {tmp_path / 'ledger.sqlite'}" in text
+    assert f"SLIPWAY_LEDGER_URL={postgres_url}" in text
+    assert [r.id for r in ledger_at(postgres_url).releases("iris")] == ["r1"]
+
+
+@pytest.mark.postgres
+def test_a_second_process_finds_the_schema_migrated(postgres_url: str) -> None:
+    """Processes that start at once on an empty database migrate it once between them."""
+    script = "import sys; from slipway.ledger import ledger_at; ledger_at(sys.argv[1]).check_writable()"
+    procs = [subprocess.Popen([sys.executable, "-c", script, postgres_url]) for _ in range(3)]
+    assert [p.wait() for p in procs] == [0, 0, 0]
+    ledger_at(postgres_url).start(_record("r1"))
+
+
+@pytest.mark.postgres
+@pytest.mark.fault("bad input")
+def test_unreachable_postgres_says_where_and_what_to_do(monkeypatch: pytest.MonkeyPatch) -> None:
+    url = f"postgresql://slipway@127.0.0.1:{free_port()}/slipway"
+    with pytest.raises(
+        LedgerError, match=r"cannot reach the release ledger at postgresql://slipway@127\.0\.0\.1"
+    ) as info:
+        ledger_at(url).check_writable()
+    assert "scripts/services/postgres.sh up" in info.value.hint
+
+
+@pytest.mark.postgres
+@pytest.mark.fault("bad input")
+def test_wrong_postgres_password_is_named_and_never_shown(postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PGPASSWORD", "not-the-password-4242")
+    with pytest.raises(LedgerError, match="password authentication failed") as info:
+        ledger_at(postgres_url).releases("iris")
+    assert "PGPASSWORD" in info.value.hint
+    assert "not-the-password-4242" not in str(info.value) + info.value.hint
+    url_with_password = postgres_url.replace("slipway@", "slipway:not-the-password-4242@")
+    with pytest.raises(LedgerError) as info:
+        ledger_at(url_with_password).releases("iris")
+    assert "not-the-password-4242" not in str(info.value) + info.value.hint
