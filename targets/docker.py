@@ -350,7 +350,9 @@ class DockerHostTarget:
             ) from None
 
     def _retire(self, state: dict[str, Any], now: float) -> bool:
-        """Remove previous containers older than the rollback window (after a drain for the reload)."""
+        """Remove previous containers older than the rollback window (after a drain for the reload), and
+        every other release container: runs of a stage are serialized, so one that is neither live nor
+        kept is what a killed run left (its candidate, never routed to once this switch is applied)."""
         before = len(state["previous"])
         for entry in list(state["previous"]):
             if now - entry["retired_at"] >= self.config.keep_previous_s:
@@ -362,8 +364,9 @@ class DockerHostTarget:
         live = state["live"]["container"]
         keep = {live} | {p["container"] for p in state["previous"]}
         for c in self._containers(role="release"):
-            if c.name not in keep and c.status != "running":
-                c.remove(force=True)
+            if c.name not in keep:
+                with contextlib.suppress(docker.errors.NotFound):
+                    c.remove(force=True)
         return len(state["previous"]) != before
 
 
