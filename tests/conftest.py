@@ -3,6 +3,7 @@ real services a test's markers ask for (the Docker Engine, the Kubernetes cluste
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import socket
@@ -158,19 +159,26 @@ def postgres_server() -> tuple[str, str]:
     return url, password
 
 
-@pytest.fixture
-def postgres_url(postgres_server: tuple[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """A new, empty database of that server for this test, the password in PGPASSWORD (not the URL)."""
+@contextlib.contextmanager
+def fresh_database(server: tuple[str, str]) -> Iterator[str]:
+    """A new, empty database of that server (its URL, without the password), dropped afterwards."""
     import psycopg
 
-    url, password = postgres_server
-    monkeypatch.setenv("PGPASSWORD", password)
+    url, password = server
     name = f"test_{secrets.token_hex(4)}"
     with psycopg.connect(url, password=password, autocommit=True) as admin:
         admin.execute(f"CREATE DATABASE {name}")
     yield url.rsplit("/", 1)[0] + f"/{name}"
     with psycopg.connect(url, password=password, autocommit=True) as admin:  # the test may have changed PGPASSWORD
         admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def postgres_url(postgres_server: tuple[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A new, empty database of that server for this test, the password in PGPASSWORD (not the URL)."""
+    monkeypatch.setenv("PGPASSWORD", postgres_server[1])
+    with fresh_database(postgres_server) as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

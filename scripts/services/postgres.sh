@@ -11,6 +11,8 @@
 #   status  exit 0 when it answers
 #   url     prints the ledger URL, without the password (libpq reads it from PGPASSWORD)
 #   password  prints the password of role slipway (keep it out of logs and files)
+#   allow CIDR  also accepts password logins from CIDR (the workers' network, e.g. 10.0.0.0/8);
+#           idempotent, applied by a reload
 #
 # Environment (defaults in brackets):
 #   SLIPWAY_POSTGRES_DIR [$SLIPWAY_VAR/postgres]  cluster, password, log
@@ -64,6 +66,15 @@ SQL
     log "postgres up on 127.0.0.1:$PORT in $(since "$t0")"
 }
 
+allow() {
+    local cidr=$1 hba=$DATA/pg_hba.conf
+    [[ $cidr =~ ^[0-9.]+/[0-9]+$ ]] || die "allow takes an IPv4 network such as 10.0.0.0/8, not '$cidr'"
+    [ -s "$hba" ] || die "no cluster in $DATA yet: run '$0 up' first"
+    grep -q "^host all all $cidr scram-sha-256\$" "$hba" || printf 'host all all %s scram-sha-256\n' "$cidr" >>"$hba"
+    as_postgres "$(bin)/pg_ctl" -D "$DATA" reload >/dev/null
+    log "postgres accepts password logins from $cidr"
+}
+
 down() {
     if [ -s "$DATA/postmaster.pid" ]; then
         as_postgres "$(bin)/pg_ctl" -D "$DATA" -m fast -w stop >/dev/null 2>&1 || true
@@ -77,5 +88,6 @@ case ${1:-} in
     status) answers ;;
     url) printf 'postgresql://slipway@127.0.0.1:%s/slipway\n' "$PORT" ;;
     password) cat "$DIR/password" ;;
-    *) die "usage: $0 up|down|status|url|password" ;;
+    allow) require_root; [ $# -eq 2 ] || die "usage: $0 allow CIDR"; allow "$2" ;;
+    *) die "usage: $0 up|down|status|url|password|allow CIDR" ;;
 esac

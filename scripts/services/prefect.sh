@@ -13,6 +13,7 @@
 #   SLIPWAY_PREFECT_PORT [4200]                 the API and UI on 127.0.0.1
 #   SLIPWAY_SPEC [examples/iris/slipway-registry.yaml]  spec of the deployments (absolute path)
 #   SLIPWAY_POOL [slipway]                      work pool of the worker
+#   SLIPWAY_WORKER [1]                          0: start no worker here (a team's workers run on other machines)
 #   PREFECT_API_DATABASE_CONNECTION_URL         Postgres for a team (postgresql+asyncpg://...); SQLite if unset
 # The worker (so every flow run) inherits this environment: SLIPWAY_STATE_DIR, SLIPWAY_API_KEY,
 # MLFLOW_TRACKING_URI, ... must be set here. Time (measured, 2 cores): up ~25-40 s, down ~2-5 s.
@@ -58,7 +59,9 @@ up() {
     log "applying prefect.yaml for $SLIPWAY_SPEC (model $SLIPWAY_MODEL)"
     (cd "$REPO" && "$BIN/prefect" --no-prompt deploy --all >>"$DIR/deploy.log" 2>&1) ||
         { tail -n 30 "$DIR/deploy.log" >&2; die "prefect deploy failed (log: $DIR/deploy.log)"; }
-    if pid_alive "$WORKER_PID" worker; then
+    if [ "${SLIPWAY_WORKER:-1}" = 0 ]; then
+        log "no worker started here (SLIPWAY_WORKER=0): start them with prefect worker start --pool $POOL"
+    elif pid_alive "$WORKER_PID" worker; then
         log "worker (pid $(cat "$WORKER_PID")): already running"
     else
         log "starting a worker on pool $POOL (log: $WORKER_LOG)"
@@ -76,7 +79,9 @@ down() {
 status() {
     local ok=0
     if healthy; then echo "prefect server $PREFECT_API_URL: healthy"; else echo "prefect server $PREFECT_API_URL: not answering"; ok=1; fi
-    if pid_alive "$WORKER_PID" worker; then echo "worker: pid $(cat "$WORKER_PID") (log $WORKER_LOG)"; else echo "worker: not running"; ok=1; fi
+    if [ "${SLIPWAY_WORKER:-1}" = 0 ]; then
+        log "no worker started here (SLIPWAY_WORKER=0): start them with prefect worker start --pool $POOL"
+    elif pid_alive "$WORKER_PID" worker; then echo "worker: pid $(cat "$WORKER_PID") (log $WORKER_LOG)"; else echo "worker: not running"; ok=1; fi
     return $ok
 }
 
