@@ -389,6 +389,46 @@ def ledger_migrate(
     )  # fmt: skip
 
 
+deployments_app = typer.Typer(help="Prefect deployments of many models: one set per spec of a folder.")
+app.add_typer(deployments_app, name="deployments")
+
+
+@deployments_app.command("sync")
+def deployments_sync(
+    folder: Annotated[Path, typer.Argument(help="The folder of release specs (*.yaml, *.yml).")],
+    work_pool: Annotated[str, typer.Option(help="The work pool whose workers run the flows.")] = "slipway",
+    output: OutputOpt = "text",
+) -> None:
+    """Create or update the release, rollback, teardown and verify deployments (and the registry-event
+    trigger) of every spec in FOLDER on the Prefect server (PREFECT_API_URL), named by service, and
+    remove those this command made for specs that are gone."""
+    from flows.deployments import sync
+
+    fmt = _output(output)
+    with _clear_errors():
+        changes = sync(folder, work_pool=work_pool)
+    changed = [c for c in changes if c.action != "unchanged"]
+    if fmt == "json":
+        doc = {"schema": "slipway.deployments.sync/1", "work_pool": work_pool, "changed": bool(changed),
+               "changes": [c.__dict__ for c in changes]}  # fmt: skip
+        out.print_json(json.dumps(doc))
+        return
+    specs = len({c.spec for c in changes if c.action != "remove"})
+    if not changed:
+        out.print(f"nothing to change: the {len(changes)} deployments of {specs} specs are as the specs say "
+                  f"(work pool {work_pool})", markup=False, highlight=False)  # fmt: skip
+        return
+    table = Table(title=Text(f"deployments of {folder} (work pool {work_pool})"))
+    for col in ("deployment", "action", "spec", "what changed"):
+        table.add_column(col)
+    for c in changed:
+        table.add_row(Text(c.deployment), Text(c.action), Text(Path(c.spec).name), Text(c.detail))
+    out.print(table)
+    counts = {a: sum(c.action == a for c in changes) for a in ("create", "update", "remove", "unchanged")}
+    out.print(", ".join(f"{n} {a}{'d' if a[-1] == 'e' else 'ed'}" if a != "unchanged" else f"{n} unchanged"
+                        for a, n in counts.items()), markup=False, highlight=False)  # fmt: skip
+
+
 webhooks_app = typer.Typer(help="Event-driven redeploys: MLflow registry webhooks → Prefect events.")
 app.add_typer(webhooks_app, name="webhooks")
 
