@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 from rich.console import Console
@@ -23,7 +23,7 @@ from rich.text import Text
 from flows.pipeline import open_pipeline
 from serving.manifest import read_manifest
 from slipway.errors import SlipwayError
-from slipway.ledger import Outcome, ReleaseRecord, ledger_at, migrate, open_ledger
+from slipway.ledger import Ledger, Outcome, ReleaseRecord, ledger_at, migrate, open_ledger
 from slipway.recommend import recommend as decide
 from slipway.release import ArtifactKind, AuthScheme, Stage
 from slipway.settings import Settings, resolve_api_key
@@ -39,6 +39,10 @@ out = Console(width=_WIDTH)
 err = Console(stderr=True, width=_WIDTH)
 
 SpecArg = Annotated[str, typer.Argument(help="Path of the release spec (slipway.yaml).")]
+OptionalSpecArg = Annotated[
+    str | None, typer.Argument(help="Path of the release spec (slipway.yaml); none: every service in the ledger.")
+]
+OutputOpt = Annotated[str, typer.Option(help="text, or json (for bots and dashboards; docs/operations.md).")]
 
 
 class _NoTracebackForSlipwayErrors(logging.Filter):
@@ -112,7 +116,7 @@ def deploy(
 def plan(
     spec: SpecArg,
     strict: Annotated[bool, typer.Option(help="Refuse on any warning of the practices review.")] = False,
-    output: Annotated[str, typer.Option(help="text, or json (for a pull-request bot).")] = "text",
+    output: OutputOpt = "text",
     requests_per_month: Annotated[
         float | None, typer.Option(help="The traffic to estimate the cost at; default: the spec's costs section.")
     ] = None,
@@ -123,9 +127,7 @@ def plan(
     from tasks.package import CODE_FORMATS, inspect_model, sandbox_dir
     from tasks.review import review
 
-    if output not in ("text", "json"):
-        err.print(Text.assemble(("error: ", "bold red"), f"--output must be text or json, not {output!r}"))
-        raise typer.Exit(2)
+    _output(output)
     with _clear_errors():
         p = open_pipeline(spec, need_key=False)
         with sandbox_dir() as work:
@@ -179,39 +181,107 @@ def plan(
 
 
 @app.command()
-def status(spec: SpecArg) -> None:
-    """What each stage serves, whether it answers, and whether it matches the ledger."""
+def status(spec: OptionalSpecArg = None, output: OutputOpt = "text") -> None:
+    """What each stage serves, whether it answers, and whether it matches the ledger. Without a
+    spec: what the ledger says every service's stages serve (the targets are not asked)."""
+    fmt = _output(output)
     with _clear_errors():
-        p = open_pipeline(spec, need_key=False)
-        table = Table(title=Text(p.service))
-        for col in ("stage", "target", "release", "endpoint", "healthy", "detail"):
+        if spec:
+            services = [_probed_status(spec)]
+        else:
+            ledger = _ledger()
+            services = [_ledger_status(ledger, s) for s in ledger.services()]
+    if fmt == "json":
+        out.print_json(json.dumps({"schema": "slipway.status/1", "services": services}))
+        return
+    for svc in services:
+        table = Table(title=Text(svc["service"]))
+        for col in ("stage", "target", "release", "version", "since", "endpoint", "healthy", "detail"):
             table.add_column(col)
-        warnings = []
-        for stage in Stage:
-            s = p.target(stage).describe()
-            table.add_row(
-                stage.value, s.kind, Text(s.release_id or "-"), Text(s.endpoint.url if s.endpoint else "-"),
-                Text("yes", "green") if s.healthy else Text("no", "red"), Text(s.detail),
-            )  # fmt: skip
-            recorded = p.ledger.live(p.service, stage)
-            if stage is Stage.PRODUCTION and (recorded.id if recorded else None) != s.release_id:
-                warnings.append(
-                    f"the ledger says production serves {recorded.id if recorded else 'nothing'}, the target "
-                    f"serves {s.release_id or 'nothing'}: a run was interrupted; deploy or roll back to settle it"
-                )
-    out.print(table)
-    for w in warnings:
-        err.print(Text.assemble(("warning: ", "yellow"), w), highlight=False)
+        for st in svc["stages"]:
+            healthy = {True: Text("yes", "green"), False: Text("no", "red"), None: Text("-")}[st["healthy"]]
+            table.add_row(*(Text(str(st[k] or "-")) for k in ("stage", "target", "release", "version", "since",
+                                                                "endpoint")), healthy, Text(st["detail"]))  # fmt: skip
+        out.print(table)
+        for w in svc["warnings"]:
+            err.print(Text.assemble(("warning: ", "yellow"), w), highlight=False)
+    if not services:
+        out.print("the ledger holds no service yet", markup=False)
+
+
+def _probed_status(spec: str) -> dict[str, Any]:
+    """Each stage of a spec's service as its target describes it, beside the ledger's record."""
+    p = open_pipeline(spec, need_key=False)
+    stages, warnings = [], []
+    for stage in Stage:
+        s = p.target(stage).describe()
+        recorded, since = _recorded(p.ledger, p.service, stage)
+        stages.append({
+            "stage": stage.value, "target": s.kind, "release": s.release_id,
+            "version": recorded.release.version if recorded and recorded.id == s.release_id else None,
+            "since": since, "endpoint": s.endpoint.url if s.endpoint else None, "healthy": s.healthy,
+            "detail": s.detail, "ledger_release": recorded.id if recorded else None,
+        })  # fmt: skip
+        if stage is Stage.PRODUCTION and (recorded.id if recorded else None) != s.release_id:
+            warnings.append(
+                f"the ledger says production serves {recorded.id if recorded else 'nothing'}, the target "
+                f"serves {s.release_id or 'nothing'}: a run was interrupted; deploy or roll back to settle it"
+            )
+    return {"service": p.service, "probed": True, "stages": stages, "warnings": warnings}
+
+
+def _ledger_status(ledger: Ledger, service: str) -> dict[str, Any]:
+    """Each stage of a service as the ledger records it (no target is asked)."""
+    stages = []
+    for stage in Stage:
+        recorded, since = _recorded(ledger, service, stage)
+        stages.append({
+            "stage": stage.value, "target": _kind(recorded, stage), "release": recorded.id if recorded else None,
+            "version": recorded.release.version if recorded else None, "since": since, "endpoint": None,
+            "healthy": None, "detail": "", "ledger_release": recorded.id if recorded else None,
+        })  # fmt: skip
+    return {"service": service, "probed": False, "stages": stages, "warnings": []}
+
+
+def _recorded(ledger: Ledger, service: str, stage: Stage) -> tuple[ReleaseRecord | None, str | None]:
+    events = ledger.events(service, stage)
+    return ledger.live(service, stage), events[-1].at if events else None
+
+
+def _kind(record: ReleaseRecord | None, stage: Stage) -> str | None:
+    if record is None:
+        return None
+    return record.production_kind if stage is Stage.PRODUCTION else record.staging_kind
 
 
 @app.command()
-def releases(spec: SpecArg) -> None:
-    """Every release attempt of the service, with its gate figures and outcome."""
+def releases(spec: OptionalSpecArg = None, output: OutputOpt = "text") -> None:
+    """Every release attempt of the service, with its gate figures and outcome. Without a spec: of
+    every service in the ledger (SLIPWAY_LEDGER_URL, or the state directory's)."""
+    fmt = _output(output)
     with _clear_errors():
-        p = open_pipeline(spec, need_key=False, check=False)
-        records = p.ledger.releases(p.service)
-        live = p.ledger.live(p.service, Stage.PRODUCTION)
-    table = Table(title=Text(f"releases of {p.service}"))
+        if spec:
+            p = open_pipeline(spec, need_key=False, check=False)
+            ledger, services = p.ledger, [p.service]
+        else:
+            ledger = _ledger()
+            services = ledger.services()
+        history = {s: (ledger.releases(s), ledger.live(s, Stage.PRODUCTION)) for s in services}
+    if fmt == "json":
+        doc = {"schema": "slipway.releases/1", "services": [
+            {"service": s, "live": live.id if live else None, "releases": [_record_json(r) for r in records]}
+            for s, (records, live) in history.items()
+        ]}  # fmt: skip
+        out.print_json(json.dumps(doc))
+        return
+    for service, (records, live) in history.items():
+        out.print(_releases_table(service, records, live))
+    if not history:
+        out.print("the ledger holds no release yet", markup=False)
+
+
+def _releases_table(service: str, records: list[ReleaseRecord], live: ReleaseRecord | None) -> Table:
+    table = Table(title=Text(f"releases of {service}"))
     for col in ("release", "version", "sha256", "outcome", "rps", "p95 ms", "p99 ms", "errors", "$/1k pred.",
                 "started", "trigger"):  # fmt: skip
         table.add_column(col)
@@ -220,7 +290,29 @@ def releases(spec: SpecArg) -> None:
         name = Text.assemble(rel.id, (" ◀ live", "bold green") if live and r.id == live.id else "")
         row = (rel.version, rel.package_sha256[:12], _outcome(r), *_figures(r), r.started_at, r.trigger)
         table.add_row(name, *(c if isinstance(c, Text) else Text(c) for c in row))
-    out.print(table)
+    return table
+
+
+def _record_json(r: ReleaseRecord) -> dict[str, Any]:
+    rel = r.release
+    return {
+        "id": rel.id, "model": rel.model, "version": rel.version, "package_sha256": rel.package_sha256,
+        "image": str(rel.image) if rel.image else None, "staging_kind": r.staging_kind,
+        "production_kind": r.production_kind, "outcome": r.outcome.value, "gate": r.gate, "error": r.error,
+        "started_at": r.started_at, "finished_at": r.finished_at or None, "flow_run_id": r.flow_run_id or None,
+        "trigger": r.trigger,
+    }  # fmt: skip
+
+
+def _ledger() -> Ledger:
+    return open_ledger(Settings())
+
+
+def _output(output: str) -> Literal["text", "json"]:
+    if output not in ("text", "json"):
+        err.print(Text.assemble(("error: ", "bold red"), f"--output must be text or json, not {output!r}"))
+        raise typer.Exit(2)
+    return "json" if output == "json" else "text"
 
 
 @app.command()
@@ -295,6 +387,46 @@ def ledger_migrate(
         f"SLIPWAY_LEDGER_URL={new.where}",
         markup=False, highlight=False,
     )  # fmt: skip
+
+
+deployments_app = typer.Typer(help="Prefect deployments of many models: one set per spec of a folder.")
+app.add_typer(deployments_app, name="deployments")
+
+
+@deployments_app.command("sync")
+def deployments_sync(
+    folder: Annotated[Path, typer.Argument(help="The folder of release specs (*.yaml, *.yml).")],
+    work_pool: Annotated[str, typer.Option(help="The work pool whose workers run the flows.")] = "slipway",
+    output: OutputOpt = "text",
+) -> None:
+    """Create or update the release, rollback, teardown and verify deployments (and the registry-event
+    trigger) of every spec in FOLDER on the Prefect server (PREFECT_API_URL), named by service, and
+    remove those this command made for specs that are gone."""
+    from flows.deployments import sync
+
+    fmt = _output(output)
+    with _clear_errors():
+        changes = sync(folder, work_pool=work_pool)
+    changed = [c for c in changes if c.action != "unchanged"]
+    if fmt == "json":
+        doc = {"schema": "slipway.deployments.sync/1", "work_pool": work_pool, "changed": bool(changed),
+               "changes": [c.__dict__ for c in changes]}  # fmt: skip
+        out.print_json(json.dumps(doc))
+        return
+    specs = len({c.spec for c in changes if c.action != "remove"})
+    if not changed:
+        out.print(f"nothing to change: the {len(changes)} deployments of {specs} specs are as the specs say "
+                  f"(work pool {work_pool})", markup=False, highlight=False)  # fmt: skip
+        return
+    table = Table(title=Text(f"deployments of {folder} (work pool {work_pool})"))
+    for col in ("deployment", "action", "spec", "what changed"):
+        table.add_column(col)
+    for c in changed:
+        table.add_row(Text(c.deployment), Text(c.action), Text(Path(c.spec).name), Text(c.detail))
+    out.print(table)
+    counts = {a: sum(c.action == a for c in changes) for a in ("create", "update", "remove", "unchanged")}
+    out.print(", ".join(f"{n} {a}{'d' if a[-1] == 'e' else 'ed'}" if a != "unchanged" else f"{n} unchanged"
+                        for a, n in counts.items()), markup=False, highlight=False)  # fmt: skip
 
 
 webhooks_app = typer.Typer(help="Event-driven redeploys: MLflow registry webhooks → Prefect events.")

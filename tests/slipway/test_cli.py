@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -133,3 +134,65 @@ def test_recommend_asks_only_the_questions_the_tree_reaches() -> None:
     assert "sporadic" not in result.output and "container service" in result.output.lower()
     result = runner.invoke(app, ["recommend", "--no-millisecond-latency", "--sporadic"])
     assert "Serverless" in result.output and "orchestration" not in result.output
+
+
+def test_releases_and_status_without_a_spec_cover_every_service_as_json(state_dir: Path) -> None:
+    """A bot reads the whole ledger: every service, its attempts, what each stage serves."""
+    ledger = SqliteLedger(state_dir / "ledger.sqlite")
+    eu = Release("eu-1", "iris-eu", "iris", "3", "cd" * 32, Path("/pkg"), "h")
+    for record in (
+        ReleaseRecord(_release("r-1", "1"), "local", "docker", trigger="event:abc"),
+        ReleaseRecord(_release("r-2", "2"), "local", "docker"),
+        ReleaseRecord(eu, "local", "local"),
+    ):
+        ledger.start(record)
+    gate = {"requests": 900, "rps": 450.4, "p95_ms": 4, "p99_ms": 9, "error_rate": 0}
+    ledger.finish("r-1", Outcome.PROMOTED, gate=gate)
+    ledger.finish("r-2", Outcome.REJECTED)
+    ledger.record_event(LiveEvent("iris", Stage.PRODUCTION, "r-1", Action.PROMOTE, "2026-12-01T10:00:00+00:00"))
+    ledger.record_event(LiveEvent("iris-eu", Stage.STAGING, "eu-1", Action.PROMOTE, "2026-12-01T11:00:00+00:00"))
+
+    result = runner.invoke(app, ["releases", "--output", "json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["schema"] == "slipway.releases/1"
+    by_service = {s["service"]: s for s in doc["services"]}
+    assert list(by_service) == ["iris", "iris-eu"]
+    assert by_service["iris"]["live"] == "r-1" and by_service["iris-eu"]["live"] is None
+    r1, r2 = by_service["iris"]["releases"]
+    assert (r1["id"], r1["version"], r1["outcome"], r1["trigger"]) == ("r-1", "1", "promoted", "event:abc")
+    assert r1["gate"]["rps"] == 450.4 and r1["finished_at"] and r1["production_kind"] == "docker"
+    assert (r2["outcome"], r2["gate"]) == ("rejected", {})
+    assert [r["id"] for r in by_service["iris-eu"]["releases"]] == ["eu-1"]
+
+    text = runner.invoke(app, ["releases"])
+    assert "releases of iris" in text.output and "releases of iris-eu" in text.output
+
+    result = runner.invoke(app, ["status", "--output", "json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["schema"] == "slipway.status/1"
+    stages = {(s["service"], st["stage"]): st for s in doc["services"] for st in s["stages"]}
+    assert stages["iris", "production"] == {
+        "stage": "production", "target": "docker", "release": "r-1", "version": "1",
+        "since": "2026-12-01T10:00:00+00:00", "endpoint": None, "healthy": None, "detail": "", "ledger_release": "r-1",
+    }  # fmt: skip
+    assert stages["iris", "staging"]["release"] is None
+    assert (stages["iris-eu", "staging"]["release"], stages["iris-eu", "staging"]["target"]) == ("eu-1", "local")
+    assert all(s["probed"] is False for s in doc["services"])
+
+
+def test_status_of_a_spec_as_json_asks_its_targets(write_spec: SpecWriter, state_dir: Path) -> None:
+    result = runner.invoke(app, ["status", str(write_spec()), "--output", "json"])
+    assert result.exit_code == 0, result.output
+    (svc,) = json.loads(result.stdout)["services"]
+    assert svc["service"] == "iris" and svc["probed"] is True and svc["warnings"] == []
+    assert [(st["stage"], st["target"], st["release"], st["healthy"]) for st in svc["stages"]] == [
+        ("staging", "local", None, False), ("production", "local", None, False)
+    ]  # fmt: skip
+
+
+@pytest.mark.fault("bad input")
+def test_an_unknown_output_format_is_refused(state_dir: Path) -> None:
+    result = runner.invoke(app, ["releases", "--output", "yaml"])
+    assert result.exit_code == 2 and "--output must be text or json, not 'yaml'" in result.output

@@ -112,3 +112,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             [str(REPO / ".venv/bin/slipway"), "teardown", str(spec)], env=env, capture_output=True, timeout=120
         )
         _finish({n: _script(n, "down", env) for n in ("prefect.sh", "mlflow.sh")}, timeout=120)
+
+
+@pytest.fixture(autouse=True)
+def state_dir(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The stack's state dir, not a test's own (tests/conftest.py): what these tests run in-process
+    (the watcher) shares the worker's and the receiver's tables, as on one machine."""
+    monkeypatch.setenv("SLIPWAY_STATE_DIR", str(stack.state_dir))
+    return stack.state_dir
