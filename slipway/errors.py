@@ -8,6 +8,7 @@ what several share) by their structured codes and chained with ``from``.
     ├── ConfigError            the spec, a model file, a credential or a setting is wrong: fix input
     │   └── ModelError         the model cannot be packaged (missing, not a model, fails on samples)
     ├── LedgerError            the release ledger cannot be read or written
+    ├── StoreError             the package store cannot be reached, or holds a damaged package
     ├── DeployLocked           another run of the same service holds its lock
     ├── OperationError         an operation on a system outside Slipway failed
     │   ├── TargetError        ... on a deployment target
@@ -64,6 +65,10 @@ class ModelError(ConfigError):
 
 class LedgerError(SlipwayError):
     """The release ledger cannot be opened, read or written."""
+
+
+class StoreError(SlipwayError):
+    """The package store (``SLIPWAY_STORE_URL``) cannot be reached, or a package in it is damaged."""
 
 
 class DeployLocked(SlipwayError):

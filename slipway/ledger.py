@@ -29,8 +29,9 @@ from typing import Any, Protocol
 from slipway.errors import ConfigError, LedgerError
 from slipway.locking import service_lock
 from slipway.release import ImageRef, Release, Stage, now
-from slipway.settings import Settings
+from slipway.settings import Settings, get_settings
 from slipway.sqlite import transaction
+from slipway.store import PACKAGES, location_of
 
 
 class Outcome(StrEnum):
@@ -133,10 +134,12 @@ _MIGRATIONS = (
 
 
 class SqliteLedger:
-    """A file; its locks are ``flock``s in ``locks/`` beside it (one machine)."""
+    """A file; its locks are ``flock``s in ``locks/`` beside it (one machine). ``packages``: where this
+    machine's copies of packages are (``PackageStore.working``), for the releases it reads."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, packages: Path | None = None) -> None:
         self.path = path
+        self.packages = packages or get_settings().path(PACKAGES)
 
     @property
     def where(self) -> str:
@@ -197,11 +200,11 @@ class SqliteLedger:
 
     def get(self, release_id: str) -> ReleaseRecord | None:
         rows = self._read("SELECT * FROM releases WHERE id = ?", (release_id,))
-        return from_row(rows[0]) if rows else None
+        return from_row(rows[0], self.packages) if rows else None
 
     def releases(self, service: str) -> list[ReleaseRecord]:
         rows = self._read("SELECT * FROM releases WHERE service = ? ORDER BY started_at, rowid", (service,))
-        return [from_row(r) for r in rows]
+        return [from_row(r, self.packages) for r in rows]
 
     def events(self, service: str, stage: Stage | None = None) -> list[LiveEvent]:
         if stage is None:
@@ -281,7 +284,7 @@ def to_row(record: ReleaseRecord) -> dict[str, Any]:
     r = record.release
     return {
         "id": r.id, "service": r.service, "model": r.model, "version": r.version,
-        "package_sha256": r.package_sha256, "package_dir": str(r.package_dir), "spec_hash": r.spec_hash,
+        "package_sha256": r.package_sha256, "package_dir": location_of(r.package_dir), "spec_hash": r.spec_hash,
         "image": str(r.image or ""), "staging_kind": record.staging_kind, "production_kind": record.production_kind,
         "outcome": record.outcome.value, "gate": json.dumps(record.gate), "error": record.error,
         "started_at": record.started_at, "finished_at": record.finished_at, "flow_run_id": record.flow_run_id,
@@ -289,10 +292,14 @@ def to_row(record: ReleaseRecord) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def from_row(row: Any) -> ReleaseRecord:
+def from_row(row: Any, packages: Path) -> ReleaseRecord:
+    """A row as a record; its package is this machine's copy under ``packages``. The column holds the
+    package's store-relative location (``slipway.store``); rows written before the store hold the
+    absolute path of a package under ``<state>/packages``, whose last two parts are that location."""
     release = Release(
         id=row["id"], service=row["service"], model=row["model"], version=row["version"],
-        package_sha256=row["package_sha256"], package_dir=Path(row["package_dir"]), spec_hash=row["spec_hash"],
+        package_sha256=row["package_sha256"], package_dir=packages / location_of(Path(row["package_dir"])),
+        spec_hash=row["spec_hash"],
         image=ImageRef.parse(row["image"]),
     )  # fmt: skip
     return ReleaseRecord(
@@ -303,16 +310,16 @@ def from_row(row: Any) -> ReleaseRecord:
 
 def open_ledger(settings: Settings) -> Ledger:
     """The ledger of ``SLIPWAY_LEDGER_URL``: a SQLite file in the state directory unless set."""
-    return ledger_at(settings.ledger_url or f"sqlite:///{settings.path('ledger.sqlite')}")
+    return ledger_at(settings.ledger_url or f"sqlite:///{settings.path('ledger.sqlite')}", settings.path(PACKAGES))
 
 
-def ledger_at(url: str) -> Ledger:
+def ledger_at(url: str, packages: Path | None = None) -> Ledger:
     if url.startswith("sqlite:///"):
-        return SqliteLedger(Path(url.removeprefix("sqlite:///")))
+        return SqliteLedger(Path(url.removeprefix("sqlite:///")), packages)
     if url.startswith(("postgresql://", "postgres://")):
         from slipway.postgres import PostgresLedger  # psycopg only where a team's ledger is used
 
-        return PostgresLedger(url)
+        return PostgresLedger(url, packages)
     scheme = url.split(":", 1)[0]
     raise ConfigError(
         f"the ledger URL has the unsupported scheme {scheme!r}",

@@ -18,6 +18,7 @@ import json
 import logging
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -40,6 +41,8 @@ from slipway.ledger import (
 )
 from slipway.locking import describe, holder_info, wait_for
 from slipway.release import Stage, now
+from slipway.settings import get_settings
+from slipway.store import PACKAGES
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +78,9 @@ _HINT = (
 
 
 class PostgresLedger:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, packages: Path | None = None) -> None:
         self.url = url
+        self.packages = packages or get_settings().path(PACKAGES)  # this machine's copies (SqliteLedger's)
         try:
             info = conninfo_to_dict(url)
         except psycopg.ProgrammingError as exc:
@@ -199,14 +203,14 @@ class PostgresLedger:
     def get(self, release_id: str) -> ReleaseRecord | None:
         with self._db("read") as conn:
             row = conn.execute("SELECT * FROM slipway.releases WHERE id = %s", (release_id,)).fetchone()
-        return from_row(row) if row else None
+        return from_row(row, self.packages) if row else None
 
     def releases(self, service: str) -> list[ReleaseRecord]:
         with self._db("read") as conn:
             rows = conn.execute(
                 "SELECT * FROM slipway.releases WHERE service = %s ORDER BY started_at, seq", (service,)
             ).fetchall()
-        return [from_row(r) for r in rows]
+        return [from_row(r, self.packages) for r in rows]
 
     def events(self, service: str, stage: Stage | None = None) -> list[LiveEvent]:
         with self._db("read") as conn:

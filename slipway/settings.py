@@ -27,6 +27,10 @@ class Settings(BaseSettings):
         default="",
         description="Ledger location: empty for <state_dir>/ledger.sqlite, or sqlite:///PATH.",
     )
+    store_url: str = Field(
+        default="",
+        description="Package store: empty for the state directory, s3://BUCKET/PREFIX, or an absolute path.",
+    )
     lock_timeout_s: float = Field(
         default=0.0, ge=0, description="How long a run waits for another run of the same service."
     )

@@ -12,6 +12,7 @@ from slipway.cli import app
 from slipway.ledger import Action, LiveEvent, Outcome, ReleaseRecord, SqliteLedger
 from slipway.recommend import recommend
 from slipway.release import Release, Stage, now
+from slipway.settings import get_settings
 from tests.conftest import SpecWriter, free_port
 
 runner = CliRunner()
@@ -72,8 +73,13 @@ def test_plan_warns_about_a_missing_key(
     assert "SLIPWAY_API_KEY is not set" in result.output
 
 
+def _package() -> Path:
+    """A package of this machine (its state directory is the test's)."""
+    return get_settings().path("packages", "iris", "1-abababababab")
+
+
 def _release(rid: str, version: str) -> Release:
-    return Release(rid, "iris", "iris", version, "ab" * 32, Path("/pkg"), "h")
+    return Release(rid, "iris", "iris", version, "ab" * 32, _package(), "h")
 
 
 def test_releases_shows_every_attempt_its_figures_and_which_is_live(write_spec: SpecWriter, state_dir: Path) -> None:

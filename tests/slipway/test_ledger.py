@@ -26,14 +26,19 @@ from slipway.ledger import (
     open_ledger,
 )
 from slipway.release import ImageRef, Release, Stage, now
-from slipway.settings import Settings
+from slipway.settings import Settings, get_settings
 from tests.conftest import free_port
 
 IMAGE = ImageRef("127.0.0.1:5000/slipway/iris", "sha256:" + "cd" * 32)
 
 
+def _package() -> Path:
+    """A package of this machine (its state directory is the test's)."""
+    return get_settings().path("packages", "iris", "1-abababababab")
+
+
 def _record(rid: str, service: str = "iris") -> ReleaseRecord:
-    release = Release(rid, service, "iris", "1", "ab" * 32, Path("/pkg"), "spec", IMAGE)
+    release = Release(rid, service, "iris", "1", "ab" * 32, _package(), "spec", IMAGE)
     return ReleaseRecord(release, "local", "docker", flow_run_id="run-1")
 
 
