@@ -1,6 +1,7 @@
-"""What every flow and CLI command opens first: the spec, settings, ledger, key and both targets.
+"""What every flow and CLI command opens first: the spec, settings, ledger, package store, key and
+both targets.
 
-Everything is checked before anything changes: the spec, the ledger's location, the key, and that
+Everything is checked before anything changes: the spec, the ledger's and the store's locations, the key, and that
 the spec's production is where the service's production is (``check_location``: two specs that
 name one service, or a production moved without a teardown, are refused with the fix).
 """
@@ -17,6 +18,7 @@ from slipway.ledger import Action, Ledger, open_ledger
 from slipway.release import Stage
 from slipway.settings import Settings, get_settings, resolve_api_key
 from slipway.spec import ReleaseSpec, load_spec
+from slipway.store import PackageStore, open_store
 from targets import make_target
 from targets.base import Target, TargetContext
 from tasks import log_progress
@@ -27,6 +29,7 @@ class Pipeline:
     spec: ReleaseSpec
     settings: Settings
     ledger: Ledger
+    store: PackageStore
     api_key: SecretStr | None
     staging: Target
     production: Target
@@ -53,7 +56,7 @@ def open_pipeline(spec_path: str, *, need_key: bool = True, check: bool = True) 
         )
         return make_target(spec.target_for(stage), ctx)
 
-    p = Pipeline(spec, settings, ledger, api_key, target(Stage.STAGING), target(Stage.PRODUCTION))
+    p = Pipeline(spec, settings, ledger, open_store(settings), api_key, target(Stage.STAGING), target(Stage.PRODUCTION))
     if check:
         check_location(p)
     return p

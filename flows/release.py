@@ -66,6 +66,7 @@ def release(
     if version:
         p = replace(p, spec=pin_version(p.spec, version))
     p.ledger.check_writable()
+    p.store.check()
     with p.ledger.lock(p.service, timeout_s=p.settings.lock_timeout_s, purpose="deploy"):
         for note in settle_interrupted(p, run_id()):
             get_run_logger().warning(note)
@@ -73,7 +74,8 @@ def release(
             get_run_logger().info("version %s not released: %s", version, reason)
             return cast(ReleaseResult, Cancelled(message=f"version {version} superseded: {reason}"))
         review_step(p.spec, p.staging, p.production, strict)
-        pkg = package(p.spec, p.settings.path("packages"))
+        pkg = package(p.spec, p.store.working)
+        p.store.publish_package(pkg.dir)  # before anything is built: any worker can roll back to it
         image_id = build_image(p.spec, pkg, [p.staging, p.production])
         image = push_image(p.spec, image_id)
         rel = Release(
@@ -95,7 +97,9 @@ def _stage_gate_promote(p: Pipeline, rel: Release, pkg: ModelPackage) -> Release
     report: GateReport | None = None
     try:
         staged = deploy_staging(p.staging, rel, p.spec.timeouts(Stage.STAGING))
-        report = gate(staged, pkg.dir, p.spec.gate, p.api_key, p.settings.path("reports", p.service, rel.id), _cost(p))
+        report_dir = p.settings.path("reports", p.service, rel.id)
+        report = gate(staged, pkg.dir, p.spec.gate, p.api_key, report_dir, _cost(p))
+        p.store.publish_report(report_dir, p.service, rel.id)
         if not report.passed:
             raise GateFailed(rel.id, report.violations, report_path=report.html_report)
         live = promote(p.production, rel, p.spec.timeouts(Stage.PRODUCTION), p.ledger, run_id())

@@ -1,4 +1,8 @@
-"""The rollback flow: put production back on an earlier accepted release."""
+"""The rollback flow: put production back on an earlier accepted release.
+
+Any worker can run it: a target that runs the package itself gets it from the package store when
+this machine has no copy (it was released on another worker, or this state directory is new).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from flows.pipeline import open_pipeline, run_id
 from flows.recovery import settle_interrupted
 from slipway.errors import ConfigError
 from slipway.ledger import Action, Ledger, LiveEvent, Outcome, ReleaseRecord
-from slipway.release import Stage, now
+from slipway.release import ArtifactKind, Stage, now
 
 
 @flow(name="rollback", log_prints=True)
@@ -25,6 +29,8 @@ def rollback(spec_path: str, to_release: str = "") -> str:
         for note in settle_interrupted(p, run_id()):
             get_run_logger().warning(note)
         record = choose_rollback(p.ledger, p.service, to_release)
+        if ArtifactKind.PACKAGE in p.production.capabilities.artifacts:  # from the store, if made elsewhere
+            p.store.fetch_package(record.release.package_dir, record.id)
         p.production.rollback(record.release, p.spec.timeouts(Stage.PRODUCTION))
         p.ledger.record_event(
             LiveEvent(p.service, Stage.PRODUCTION, record.id, Action.ROLLBACK, now(), run_id(), p.production.location)

@@ -53,7 +53,8 @@ def verify(spec_path: str) -> Verification:
     release = live.release
     report_dir = p.settings.path("reports", p.service, "verify", f"{datetime.now(UTC):%Y%m%d-%H%M%S}")
     report_dir.mkdir(parents=True, exist_ok=True)
-    failures = run_smoke(endpoint.url, gate_env(endpoint, release.package_dir, p.api_key), report_dir)
+    package_dir = p.store.fetch_package(release.package_dir, release.id)  # its golden samples
+    failures = run_smoke(endpoint.url, gate_env(endpoint, package_dir, p.api_key), report_dir)
     result = Verification(p.service, release.id, release.version, endpoint.url, failures, now())
     (report_dir / "verification.json").write_text(json.dumps(asdict(result), indent=2))
     create_markdown_artifact(

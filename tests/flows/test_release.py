@@ -14,7 +14,6 @@ import pytest
 import yaml
 
 from flows.release import release
-from flows.rollback import rollback
 from flows.teardown import teardown
 from slipway.errors import ConfigError, DeployLocked, GateFailed, LedgerError
 from slipway.ledger import Outcome, SqliteLedger
@@ -88,27 +87,6 @@ def test_failed_gate_leaves_production_on_the_previous_release(
     assert rejected.outcome is Outcome.REJECTED and rejected.gate["p95_ms"] > 0.001
     assert "p95 latency" in rejected.error
     assert ledger.live("iris", Stage.PRODUCTION).id == accepted.id  # type: ignore[union-attr]
-
-
-def test_rollback_returns_production_to_the_previous_release(
-    spec_v1: Path, write_spec: SpecWriter, iris_model_v2: Path, state_dir: Path, api_key: str
-) -> None:
-    first = release(str(spec_v1))
-    spec_v2 = write_spec(
-        model=iris_model_v2, name="v2",
-        staging__port=_port(spec_v1, "staging"), production__port=_port(spec_v1, "production"),
-    )  # fmt: skip
-    second = release(str(spec_v2))
-    assert _sha_served(spec_v1, api_key) == second.release.package_sha256
-
-    assert rollback(str(spec_v2)) == first.release.id
-    assert _sha_served(spec_v1, api_key) == first.release.package_sha256
-    assert _ledger(state_dir).live("iris", Stage.PRODUCTION).id == first.release.id  # type: ignore[union-attr]
-
-    with pytest.raises(ConfigError, match="no release 'nope'"):
-        rollback(str(spec_v2), to_release="nope")
-    assert rollback(str(spec_v2), to_release=second.release.id) == second.release.id
-    assert _sha_served(spec_v1, api_key) == second.release.package_sha256
 
 
 @pytest.mark.fault("injected failure")
