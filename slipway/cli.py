@@ -27,6 +27,7 @@ from slipway.ledger import Ledger, Outcome, ReleaseRecord, ledger_at, migrate, o
 from slipway.recommend import recommend as decide
 from slipway.release import ArtifactKind, AuthScheme, Stage
 from slipway.settings import Settings, resolve_api_key
+from slipway.store import PACKAGES, push_local, store_at
 
 if TYPE_CHECKING:
     from targets.base import Change, Target
@@ -427,6 +428,26 @@ def deployments_sync(
     counts = {a: sum(c.action == a for c in changes) for a in ("create", "update", "remove", "unchanged")}
     out.print(", ".join(f"{n} {a}{'d' if a[-1] == 'e' else 'ed'}" if a != "unchanged" else f"{n} unchanged"
                         for a, n in counts.items()), markup=False, highlight=False)  # fmt: skip
+
+
+store_app = typer.Typer(help="The package store: where packages and gate reports live (SLIPWAY_STORE_URL).")
+app.add_typer(store_app, name="store")
+
+
+@store_app.command("push")
+def store_push(
+    to: Annotated[str, typer.Option("--to", help="The store to copy into, e.g. s3://BUCKET/PREFIX.")],
+) -> None:
+    """Copy this machine's packages and gate reports into a store, so that every worker can roll back to them."""
+    with _clear_errors():
+        settings = Settings()
+        store = store_at(to, settings.path(PACKAGES))
+        packages, reports = push_local(store, settings.state_dir)
+    out.print(
+        f"{store.where} holds the {packages} packages and {reports} gate reports of {settings.state_dir}; "
+        f"use it with SLIPWAY_STORE_URL={store.where}",
+        markup=False, highlight=False,
+    )  # fmt: skip
 
 
 webhooks_app = typer.Typer(help="Event-driven redeploys: MLflow registry webhooks → Prefect events.")

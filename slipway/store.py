@@ -190,3 +190,16 @@ def store_at(url: str, working: Path) -> PackageStore:
         hint="set SLIPWAY_STORE_URL to s3://BUCKET/PREFIX (a team's bucket) or an absolute path (a folder every "
         "worker mounts); unset, packages stay in the state directory",
     )
+
+
+def push_local(store: PackageStore, state_dir: Path) -> tuple[int, int]:
+    """Put every package and gate report under ``state_dir`` into ``store`` (what it lacks of them):
+    a machine's history made before its team had a store. Returns (packages, reports)."""
+    store.check()
+    packages = sorted(m.parent for m in (state_dir / PACKAGES).glob(f"*/*/{MANIFEST}"))
+    for package_dir in packages:
+        store.publish_package(package_dir)
+    reports = sorted(d for d in (state_dir / REPORTS).glob("*/*") if d.is_dir())
+    for report_dir in reports:
+        store.publish_report(report_dir, report_dir.parent.name, report_dir.name)
+    return len(packages), len(reports)

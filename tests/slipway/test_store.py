@@ -5,16 +5,19 @@ The store on S3 is tested through the flows against the moto server (tests/flows
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from serving.manifest import read_manifest
+from slipway.cli import app
 from slipway.errors import ConfigError, StoreError
 from slipway.ledger import SqliteLedger, ledger_at, migrate
 from slipway.settings import Settings
-from slipway.store import open_store, store_at
+from slipway.store import location_of, open_store, store_at
 from tasks.package import ModelPackage
 
 
@@ -89,3 +92,25 @@ def test_a_ledger_written_before_the_store_reads_its_absolute_paths_as_locations
     migrate(ledger_at(f"sqlite:///{old}"), ledger_at(f"sqlite:///{new}"))
     with sqlite3.connect(new) as db:
         assert db.execute("SELECT package_dir FROM releases").fetchall() == [("iris/1-abababababab",)]
+
+
+def test_store_push_copies_a_machines_history_into_a_store(
+    packaged: dict[str, ModelPackage], state_dir: Path, tmp_path: Path
+) -> None:
+    for pkg in (packaged["v1"], packaged["v2"]):
+        shutil.copytree(pkg.dir, state_dir / "packages" / location_of(pkg.dir))
+    report = state_dir / "reports" / "iris" / "r-1"
+    report.mkdir(parents=True)
+    (report / "load.json").write_text("{}")
+    shared = tmp_path / "share"
+    for _ in range(2):  # the second finds everything there
+        result = CliRunner().invoke(app, ["store", "push", "--to", str(shared)])
+        assert result.exit_code == 0, result.output
+        assert f"{shared} holds the 2 packages and 1 gate reports of {state_dir}" in " ".join(result.output.split())
+    for pkg in (packaged["v1"], packaged["v2"]):
+        assert read_manifest(shared / "packages" / location_of(pkg.dir)) == pkg.manifest
+    assert (shared / "reports" / "iris" / "r-1" / "load.json").read_text() == "{}"
+
+    result = CliRunner().invoke(app, ["store", "push", "--to", "gs://bucket"])
+    assert result.exit_code == 1
+    assert "Google Cloud Storage (gs://) is not supported yet" in result.output
