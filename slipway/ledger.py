@@ -8,7 +8,8 @@ histories. The ledger also holds each service's deploy lock: one run per service
 machine that shares the ledger.
 
 Two tables:
-  releases  one row per attempt: service, model, version, package sha256, image digest, targets,
+  releases  one row per attempt: service, model, version, package sha256 and location in the package
+            store (``slipway.store``; never a machine's path), image digest, targets,
             outcome, gate figures, error, timestamps, Prefect flow run id, trigger
   events    one row per change of what a stage serves: promote, rollback, teardown, and reconcile
             (a switch a killed run made but could not record; see flows/recovery.py), with the

@@ -14,7 +14,8 @@ in its package). A file whose digest differs is refused unread.
 A model that cannot be loaded, has no ``predict``, raises on its samples, or disagrees with the
 spec's expected outputs is rejected here, before anything is built or deployed. Packages are
 content-addressed (``<state>/packages/<model>/<version>-<sha12>``) and immutable: packaging the same
-artifact twice reuses the first package, and rollback finds old packages where they were.
+artifact twice reuses the first package; the release flow then puts it into the package store
+(``slipway/store.py``), from which any worker can fetch it to roll back.
 """
 
 from __future__ import annotations
