@@ -159,7 +159,8 @@ def plan(
         f"≥ {slo.min_rps:g} req/s",
         f"promote   {_stage(p.production)}, replacing "
         + (f"release {live.id} (version {live.release.version})" if live else "nothing (first release)"),
-        f"record    service {p.service} in {p.settings.state_dir} (ledger, packages, reports)",
+        f"record    service {p.service} in the ledger {p.ledger.where}, its package and gate report in the "
+        f"store {p.store.where}",
     ]  # fmt: skip
     if output == "json":
         doc = {"service": p.service, "steps": steps, "review": practices.to_json(),
