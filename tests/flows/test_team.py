@@ -1,5 +1,6 @@
 """A team's set-up, for real: a Prefect server (scripts/services/prefect.sh, no worker of its own),
-the ledger on PostgreSQL (scripts/services/postgres.sh), and two process workers on the same work
+the ledger on PostgreSQL (scripts/services/postgres.sh), packages and gate reports in the moto
+server's S3 (SLIPWAY_STORE_URL=s3://...), and two process workers on the same work
 pool, each in its own network namespace (scripts/services/netns.sh, its own hostname) with its own
 empty state directory: two machines that share only those services and a Docker Engine.
 
@@ -28,11 +29,12 @@ import yaml
 
 from slipway.ledger import Outcome, ledger_at
 from slipway.release import Stage
+from slipway.store import location_of
 from tests.conftest import REPO, free_port, fresh_database, spec_file
 from tests.images import TEST_REPOSITORY
 
 # Each test waits for flow runs on two workers sharing 2 cores: minutes under load, not seconds.
-pytestmark = [pytest.mark.prefect, pytest.mark.locust, pytest.mark.postgres, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.prefect, pytest.mark.locust, pytest.mark.postgres, pytest.mark.moto, pytest.mark.timeout(900)]
 
 SCRIPTS = REPO / "scripts" / "services"
 WORKERS = {"a": 21, "b": 22}  # name → subnet of its namespace (10.231.N.0/30)
@@ -47,6 +49,7 @@ class Team:
     v2: Path
     ledger_url: str
     api_key: str
+    bucket: str
     workers: dict[str, subprocess.Popen[bytes]]
 
     def slipway(self, worker: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -106,16 +109,27 @@ def _kill_tree(proc: subprocess.Popen[bytes]) -> None:
 
 @pytest.fixture(scope="module")
 def team(
-    tmp_path_factory: pytest.TempPathFactory, postgres_server: tuple[str, str], iris_model: Path, iris_model_v2: Path
+    tmp_path_factory: pytest.TempPathFactory,
+    postgres_server: tuple[str, str],
+    moto_url: str,
+    iris_model: Path,
+    iris_model_v2: Path,
 ) -> Iterator[Team]:
+    import boto3
+
     tmp = tmp_path_factory.mktemp("team")
+    bucket = f"slipway-team-{secrets.token_hex(4)}"
+    aws = {"AWS_ENDPOINT_URL_S3": moto_url, "AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "testing",
+           "AWS_SECRET_ACCESS_KEY": "testing"}  # fmt: skip
+    boto3.client("s3", endpoint_url=moto_url, region_name="us-east-1", aws_access_key_id="testing",
+                 aws_secret_access_key="testing").create_bucket(Bucket=bucket)  # fmt: skip
     ports = {"staging": free_port(), "production": free_port()}
     stages = {s: {"kind": "docker", "port": p, "ready_timeout_s": 120} for s, p in ports.items()}
     v1, v2 = (spec_file(tmp / f"v{i}.yaml", model, image={"repository": TEST_REPOSITORY}, **stages)
               for i, model in ((1, iris_model), (2, iris_model_v2)))  # fmt: skip
     api_key = secrets.token_hex(16)
     prefect_port = str(free_port())
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_", "SLIPWAY_", "PG"))}
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_", "SLIPWAY_", "PG", "AWS_"))}
     server_env = base | {
         "SLIPWAY_VAR": str(tmp / "var"), "SLIPWAY_PREFECT_PORT": prefect_port, "SLIPWAY_SPEC": str(v1),
         "SLIPWAY_WORKER": "0", "PATH": f"{REPO / '.venv' / 'bin'}:{os.environ.get('PATH', '')}",
@@ -126,7 +140,7 @@ def team(
         env = base | {
             "PATH": server_env["PATH"], "PREFECT_API_URL": api, "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "PREFECT_WORKER_QUERY_SECONDS": "1", "SLIPWAY_LEDGER_URL": ledger_url, "PGPASSWORD": postgres_server[1],
-            "SLIPWAY_API_KEY": api_key,
+            "SLIPWAY_API_KEY": api_key, "SLIPWAY_STORE_URL": f"s3://{bucket}/team", **aws,
         }  # fmt: skip
         workers: dict[str, subprocess.Popen[bytes]] = {}
         try:
@@ -140,7 +154,7 @@ def team(
 
             with temporary_settings({PREFECT_API_URL: api}), pytest.MonkeyPatch.context() as mp:
                 mp.setenv("PGPASSWORD", postgres_server[1])  # this process reads the shared ledger too
-                yield Team(env, tmp, v1, v2, ledger_url, api_key, workers)
+                yield Team(env, tmp, v1, v2, ledger_url, api_key, bucket, workers)
         finally:
             for proc in workers.values():
                 _kill_tree(proc)
@@ -199,6 +213,22 @@ def test_two_releases_at_once_on_two_machines_run_one_after_the_other(team: Team
     assert tables[0].stdout == tables[1].stdout and all(r.id in tables[0].stdout for r in records)
     for w in "ab":
         assert not (team.tmp / f"worker-{w}" / "state" / "ledger.sqlite").exists()
+    # the packages are in the bucket, and the ledger names them there, not on a worker's disk
+    import psycopg
+
+    with psycopg.connect(team.ledger_url) as db:
+        stored = [row[0] for row in db.execute("SELECT package_dir FROM slipway.releases")]
+    assert sorted(stored) == sorted(location_of(r.release.package_dir) for r in records)  # no machine's path
+    keys = _keys(team)
+    assert all(any(k.startswith(f"team/packages/{location}/") for k in keys) for location in stored), keys
+
+
+def _keys(team: Team) -> list[str]:
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=team.env["AWS_ENDPOINT_URL_S3"], region_name="us-east-1",
+                      aws_access_key_id="testing", aws_secret_access_key="testing")  # fmt: skip
+    return [o["Key"] for o in s3.list_objects_v2(Bucket=team.bucket).get("Contents", [])]
 
 
 def test_a_rollback_on_the_other_machine_returns_production_to_the_previous_release(team: Team) -> None:
