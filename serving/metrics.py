@@ -7,6 +7,7 @@ scraped. Counters are per process: with ``--workers N`` each scrape sees one wor
 
 from __future__ import annotations
 
+import gc
 import os
 import time
 from bisect import bisect_left
@@ -83,6 +84,15 @@ class Metrics:
             "# HELP slipway_process_info The process that answered this scrape.",
             "# TYPE slipway_process_info gauge",
             f'slipway_process_info{{pid="{os.getpid()}"}} 1',
+            "# HELP python_gc_collections_total Garbage collections of each generation in this process.",
+            "# TYPE python_gc_collections_total counter",
+            *(
+                f'python_gc_collections_total{{generation="{g}"}} {stat["collections"]}'
+                for g, stat in enumerate(gc.get_stats())
+            ),
+            "# HELP python_gc_frozen_objects Objects the launcher moved out of the collector's sight after the load.",
+            "# TYPE python_gc_frozen_objects gauge",
+            f"python_gc_frozen_objects {gc.get_freeze_count()}",
             "# HELP slipway_process_start_time_seconds When the app was created, Unix time.",
             "# TYPE slipway_process_start_time_seconds gauge",
             f"slipway_process_start_time_seconds {_num(self.started)}",

@@ -6,12 +6,19 @@ SIGTERM/SIGINT to the workers for uvicorn's graceful shutdown, and exits 0 once 
 
 A *held* socket (``--hold``) is bound but not served until SIGUSR1 (forwarded to the workers too):
 a release started beside a live one on the same port takes no connection until it is promoted.
+
+Listening sockets are served by ``Listener``, which accepts every connection the kernel has queued
+each time the socket is readable. uvloop's own server (libuv) accepts one connection per turn of the
+event loop (strace: one ``accept4`` per ``epoll_pwait``), and under load a turn answers every
+request waiting on the open connections first: 64 clients connecting to a busy server at once
+waited up to 64 turns for their first answer (0.4-1.1 s at 64 connections on one core; BENCHMARKS.md).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import select
 import signal
@@ -31,6 +38,72 @@ DRAIN_SECONDS = 0.5
 SERVE_HELD = signal.SIGUSR1
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
 _STARTUP_TIMEOUT = 120.0
+_ACCEPT_BURST = 2048  # connections accepted per readiness event at most: all (the listen backlog)
+# With workers sharing a socket, each accepts a few per turn: the first to wake would take a whole
+# burst of keep-alive clients, and keep them.
+_WORKER_ACCEPT_BURST = 16
+_ACCEPT_PAUSE_S = 1.0  # out of file descriptors: stop accepting this long, as asyncio does
+_RESOURCE_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+
+
+class Listener:
+    """Serves a listening socket: accepts every queued connection at once, hands each to the loop.
+
+    Stands in for the ``asyncio.Server`` uvicorn keeps in ``Server.servers``: ``close`` stops
+    accepting and closes the socket; ``wait_closed`` returns at once (connections are uvicorn's).
+    """
+
+    def __init__(
+        self, sock: socket.socket, protocol: Callable[[], asyncio.Protocol], burst: int = _ACCEPT_BURST
+    ) -> None:
+        self.sock = sock
+        self._protocol = protocol
+        self._burst = burst
+        self._loop = asyncio.get_running_loop()
+        self._pending: set[asyncio.Task[object]] = set()
+        self._closed = False
+        sock.setblocking(False)
+        self._loop.add_reader(sock.fileno(), self._accept)
+
+    def _accept(self) -> None:
+        loop = self._loop
+        for _ in range(self._burst):
+            try:
+                conn, _ = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except ConnectionAbortedError:  # the client gave up while queued
+                continue
+            except OSError as exc:
+                if exc.errno not in _RESOURCE_ERRORS:
+                    raise
+                _say(f"warning: cannot accept connections ({exc.strerror}); retrying in {_ACCEPT_PAUSE_S:g} s")
+                loop.remove_reader(self.sock.fileno())
+                loop.call_later(_ACCEPT_PAUSE_S, self._resume)
+                return
+            task: asyncio.Task[object] = loop.create_task(loop.connect_accepted_socket(self._protocol, conn))
+            self._pending.add(task)
+            task.add_done_callback(self._connected)
+
+    def _connected(self, task: asyncio.Task[object]) -> None:
+        self._pending.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: a client that left before its connection started is not an error
+
+    def _resume(self) -> None:
+        if not self._closed:
+            self._loop.add_reader(self.sock.fileno(), self._accept)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        with contextlib.suppress(ValueError, OSError):  # a socket closed already has no fileno
+            self._loop.remove_reader(self.sock.fileno())
+        self.sock.close()
+
+    async def wait_closed(self) -> None:
+        return None
 
 
 class _Server(uvicorn.Server):
@@ -45,36 +118,41 @@ class _Server(uvicorn.Server):
     """
 
     def __init__(
-        self, config: uvicorn.Config, app: SlipwayApp, on_started: Callable[[], None], held: Held | None = None
-    ) -> None:
+        self, config: uvicorn.Config, app: SlipwayApp, on_started: Callable[[], None], held: Held | None = None,
+        burst: int = _ACCEPT_BURST,
+    ) -> None:  # fmt: skip
         super().__init__(config)
+        self._burst = burst
         self._app = app
         self._on_started = on_started
         self._held = held
         self._late: list[socket.socket] = []  # held sockets served since: drained at shutdown like the rest
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets=sockets)
+        await super().startup(sockets=[])  # uvicorn's start-up without its servers: ours accept (Listener)
+        if self.started and not self.should_exit:
+            for sock in sockets or []:
+                self.servers.append(Listener(sock, self._protocol, self._burst))  # type: ignore[arg-type]
         if self.started and not self.should_exit:
             if self._held is not None:
                 loop = asyncio.get_running_loop()
                 loop.add_signal_handler(SERVE_HELD, lambda: loop.create_task(self._serve_held()))
             self._on_started()
 
+    def _protocol(self) -> asyncio.Protocol:
+        config = self.config
+        return config.http_protocol_class(  # type: ignore[call-arg]
+            config=config, server_state=self.server_state, app_state=self.lifespan.state,
+            _loop=asyncio.get_running_loop(),
+        )  # fmt: skip
+
     async def _serve_held(self) -> None:
         """Start accepting on the held socket (once), then say so."""
         held, self._held = self._held, None
         if held is None or self.should_exit:
             return
-        loop = asyncio.get_running_loop()
-        config, state = self.config, self.server_state
-
-        def protocol() -> asyncio.Protocol:
-            return config.http_protocol_class(  # type: ignore[call-arg]
-                config=config, server_state=state, app_state=self.lifespan.state, _loop=loop
-            )
-
-        self.servers.append(await loop.create_server(protocol, sock=held.sock, backlog=config.backlog))
+        held.sock.listen(self.config.backlog)
+        self.servers.append(Listener(held.sock, self._protocol, self._burst))  # type: ignore[arg-type]
         self._late.append(held.sock)
         held.on_serving()
 
@@ -102,15 +180,8 @@ class _Server(uvicorn.Server):
                     accepted.append(sock.accept()[0])
         for server in self.servers:
             server.close()  # closes the listening sockets
-        config, state = self.config, self.server_state
-
-        def protocol() -> asyncio.Protocol:
-            return config.http_protocol_class(  # type: ignore[call-arg]
-                config=config, server_state=state, app_state=self.lifespan.state, _loop=loop
-            )
-
         for conn in accepted:
-            await loop.connect_accepted_socket(protocol, conn)
+            await loop.connect_accepted_socket(self._protocol, conn)
         await asyncio.sleep(DRAIN_SECONDS)
 
 
@@ -128,9 +199,11 @@ def serve(
     sockets: list[socket.socket],
     on_started: Callable[[], None],
     held: Held | None = None,
+    burst: int = _ACCEPT_BURST,
 ) -> None:
-    """Serve until SIGTERM/SIGINT, then shut down gracefully (uvicorn's) and return."""
-    server = _Server(config, app, on_started, held)
+    """Serve until SIGTERM/SIGINT, then shut down gracefully (uvicorn's) and return; ``burst``
+    connections accepted per turn of the loop at most."""
+    server = _Server(config, app, on_started, held, burst)
     # uvicorn installs its handlers only inside serve() and, on the way out, restores these and
     # re-raises the signal it caught: with these a signal means "shut down" before, during and after.
     for sig in _SIGNALS:
@@ -184,7 +257,7 @@ def run_workers(
             try:
                 os.close(read_fd)
                 signal.signal(SERVE_HELD, signal.SIG_IGN)  # until the worker's own handler: no early death
-                serve(app, make_config(), sockets, on_started=started, held=held)
+                serve(app, make_config(), sockets, on_started=started, held=held, burst=_WORKER_ACCEPT_BURST)
             except BaseException as exc:
                 _say(f"error: worker {index} (pid {os.getpid()}) failed: {type(exc).__name__}: {exc}")
                 code = 1
