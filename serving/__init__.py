@@ -18,6 +18,7 @@ DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
 
 if TYPE_CHECKING:
     from serving.app import SlipwayApp
+    from serving.batching import BatchSettings
     from serving.contract import Routes
 
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "SERVER_NAME", "__version__", "create_app"]
@@ -28,10 +29,13 @@ def create_app(
     api_key: str | None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     routes: Routes | None = None,
+    batching: BatchSettings | None = None,
 ) -> SlipwayApp:
     """Load, verify and self-check the package in ``package_dir`` and return the ASGI app.
 
-    ``routes`` adds a platform contract's routes (``serving.contract``) to the generic ones.
+    ``routes`` adds a platform contract's routes (``serving.contract``) to the generic ones;
+    ``batching`` says whether and how requests share ``model.predict`` calls (``serving.batching``;
+    default ``auto``: models known to predict rows independently, with no added wait).
 
     ``api_key=None`` turns authentication off; an empty string is rejected (``ValueError``), so
     "no key configured" can never silently mean "no auth". Raises ``serving.model.PackageError`` if
@@ -45,4 +49,5 @@ def create_app(
     if api_key is not None and not api_key:
         raise ValueError("api_key is empty; pass a non-empty key, or None to turn authentication off")
     model = load_package(Path(package_dir))
-    return SlipwayApp(model, api_key=api_key, max_body_bytes=max_body_bytes, routes=routes or GENERIC)
+    return SlipwayApp(model, api_key=api_key, max_body_bytes=max_body_bytes, routes=routes or GENERIC,
+                      batching=batching)  # fmt: skip

@@ -24,6 +24,7 @@ from typing import Any
 import orjson
 
 from serving import SERVER_NAME, __version__
+from serving.batching import Batcher, BatchSettings, Matrix
 from serving.contract import GENERIC, Routes
 from serving.metrics import Metrics
 from serving.model import InputError, LoadedModel, framework_report, runtime_versions
@@ -58,7 +59,14 @@ def _json_default(value: Any) -> Any:
 class SlipwayApp:
     """ASGI 3 app serving one loaded, verified model."""
 
-    def __init__(self, model: LoadedModel, api_key: str | None, max_body_bytes: int, routes: Routes = GENERIC) -> None:
+    def __init__(
+        self,
+        model: LoadedModel,
+        api_key: str | None,
+        max_body_bytes: int,
+        routes: Routes = GENERIC,
+        batching: BatchSettings | None = None,
+    ) -> None:
         manifest = model.manifest
         self.model = model
         self.routes = routes
@@ -68,7 +76,12 @@ class SlipwayApp:
         self.auth = self._key is not None
         self._to_matrix = model.to_matrix
         self._predict = model.model.predict
-        self.metrics = Metrics({"name": manifest.name, "version": manifest.version, "sha256": manifest.sha256})
+        self.batching = batching or BatchSettings()
+        batched, self.batching_reason = self.batching.decide(model.model)
+        settings = self.batching
+        self.batcher = Batcher(self._predict, settings.max_rows, settings.max_wait_us / 1e6) if batched else None
+        self.metrics = Metrics({"name": manifest.name, "version": manifest.version, "sha256": manifest.sha256},
+                               self.batcher)  # fmt: skip
         self._expected = f"{model.expected}; send it as JSON with POST /predict"
         self._last_error_log = 0.0
         self._routes: dict[str, tuple[tuple[str, ...], Callable[[], Response]]] = {
@@ -110,7 +123,19 @@ class SlipwayApp:
             "auth": self._key is not None,
             "max_body_bytes": max_body_bytes,
             "routes": asdict(routes),
-        }
+            "batching": {
+                "enabled": batched, "why": self.batching_reason, "mode": self.batching.mode,
+                "max_rows": self.batching.max_rows, "max_wait_us": self.batching.max_wait_us,
+            },
+        }  # fmt: skip
+
+    def stop_batching(self, reason: str) -> None:
+        """Predict every request on its own from now on (Lambda: one event at a time, answered without
+        suspending)."""
+        if self.batcher is not None:
+            self.batcher = self.metrics.batcher = None
+            self.batching_reason = reason
+            self._metadata_base["batching"] |= {"enabled": False, "why": reason}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -202,7 +227,7 @@ class SlipwayApp:
             body = b"".join(parts)
         elif len(body) > limit:
             return self._too_large()
-        status, out = self.predict_bytes(body, key)
+        status, out = self.predict_bytes(body, key) if self.batcher is None else await self.predict_batched(body, key)
         return status, out, [_CONTENT_JSON]
 
     def _too_large(self) -> Response:
@@ -210,11 +235,36 @@ class SlipwayApp:
         return 413, _error(message), [_CONTENT_JSON, (b"connection", b"close")]
 
     def predict_bytes(self, body: bytes, key: str = "inputs") -> tuple[int, bytes]:
-        """JSON request body → (status, JSON response body). The whole predict path minus HTTP.
+        """JSON request body → (status, JSON response body). The whole predict path minus HTTP, one
+        request per ``model.predict`` call (the batched path is ``predict_batched``).
 
         ``key`` is the JSON key holding the rows: "inputs" (Slipway, SageMaker), "instances" (Vertex
         AI), "features" (one row, in Lambda's direct invokes). The answer is ``{"predictions": [...]}``.
         """
+        matrix = self._parse(body, key)
+        if isinstance(matrix, tuple):
+            return matrix
+        try:
+            predictions = self._predict(matrix)
+        except Exception as exc:
+            return self._model_failed(exc)
+        return self._answer(predictions, len(matrix))
+
+    async def predict_batched(self, body: bytes, key: str = "inputs") -> tuple[int, bytes]:
+        """``predict_bytes`` through the batcher: the request's rows share a ``model.predict`` call
+        with the other requests waiting at the same time (``serving.batching``)."""
+        matrix = self._parse(body, key)
+        if isinstance(matrix, tuple):
+            return matrix
+        assert self.batcher is not None
+        try:
+            predictions = await self.batcher.submit(matrix)
+        except Exception as exc:
+            return self._model_failed(exc)
+        return self._answer(predictions, len(matrix))
+
+    def _parse(self, body: bytes, key: str) -> Matrix | tuple[int, bytes]:
+        """The request's feature matrix, or the (status, body) that answers a bad request."""
         try:
             payload = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
@@ -224,15 +274,13 @@ class SlipwayApp:
             what = f'has no "{key}" key' if type(payload) is dict else "is not a JSON object"
             return 400, _error(f"request body {what}; {self._expectation(key)}")
         try:
-            matrix = self._to_matrix(payload[key])
+            return self._to_matrix(payload[key])
         except InputError as exc:
             message = str(exc) if key == "inputs" else str(exc).replace('"inputs"', f'"{key}"')
             return exc.status, _error(message)
-        try:
-            predictions = self._predict(matrix)
-        except Exception as exc:
-            return self._model_failed(exc)
-        self.metrics.predictions += len(matrix)
+
+    def _answer(self, predictions: Any, rows: int) -> tuple[int, bytes]:
+        self.metrics.predictions += rows
         try:
             return 200, orjson.dumps({"predictions": predictions}, option=_OPT_NUMPY)
         except TypeError:  # an array dtype orjson cannot serialize (str, object) or a non-array

@@ -22,6 +22,11 @@ Authentication is the same everywhere: on, with ``SLIPWAY_API_KEY``, unless turn
 deliberately (``SLIPWAY_AUTH=none`` or ``--no-auth``). Platforms that authenticate at their edge
 (SageMaker, Vertex) are configured with ``SLIPWAY_AUTH=none`` explicitly; no contract is
 unauthenticated by default.
+
+Adaptive batching (``serving.batching``) is the same under every HTTP contract, and per worker with
+``--workers N``: ``--batching auto|on|off`` (``SLIPWAY_BATCHING``), ``--max-batch-rows``
+(``SLIPWAY_MAX_BATCH_ROWS``), ``--max-batch-wait-us`` (``SLIPWAY_MAX_BATCH_WAIT_US``). Under Lambda
+a process answers one event at a time: nothing to batch, so it is off.
 """
 
 from __future__ import annotations
@@ -48,6 +53,12 @@ SAGEMAKER_GRACEFUL_TIMEOUT_S = 25  # SIGKILL 30 s after SIGTERM
 API_KEY_ENV = "SLIPWAY_API_KEY"
 AUTH_ENV = "SLIPWAY_AUTH"
 LAMBDA_ENV = "AWS_LAMBDA_RUNTIME_API"
+# Adaptive batching (serving.batching), for platforms that start the image with their own arguments
+# (SageMaker's "serve", Vertex AI's none); the launcher's --batching, --max-batch-rows and
+# --max-batch-wait-us win over them.
+BATCHING_ENV = "SLIPWAY_BATCHING"  # auto | on | off
+MAX_BATCH_ROWS_ENV = "SLIPWAY_MAX_BATCH_ROWS"
+MAX_BATCH_WAIT_US_ENV = "SLIPWAY_MAX_BATCH_WAIT_US"
 
 EXIT_OK, EXIT_ERROR, EXIT_CONFIG, EXIT_PACKAGE, EXIT_BIND = 0, 1, 2, 3, 4
 EXIT_REASONS: dict[int, str] = {

@@ -17,7 +17,8 @@ HTTP event is a request to the ASGI app itself, so it needs Slipway's API key wh
 has one, exactly as over HTTP (a function URL with ``AuthType: NONE`` is public).
 
 Both kinds go through the app's one predict path: ``SlipwayApp.predict_bytes`` for direct invokes,
-the ASGI app (which calls it) for HTTP events.
+the ASGI app (which calls it) for HTTP events. A process answers one event at a time, so nothing
+waits to share a predict call: the handler turns the app's batching off (``stop_batching``).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class LambdaHandler:
     """Lambda events → the app: direct invokes through ``predict_bytes``, HTTP events through ASGI."""
 
     def __init__(self, app: SlipwayApp) -> None:
+        app.stop_batching("Lambda: one event at a time per process, nothing waits together")
         self.app = app
 
     def __call__(self, event: Any, context: Any = None) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
     python -m serving --package DIR [--host 127.0.0.1] [--port N] [--control-port 0] [--hold]
                       [--ready-file PATH] [--workers 1] [--no-auth] [--max-body-bytes N]
+                      [--batching auto|on|off] [--max-batch-rows 256] [--max-batch-wait-us 0]
                       [--graceful-timeout S] [--loop uvloop|asyncio] [--log-level warning] [serve]
 
 The platform's contract (``serving.contract.detect``: generic, Cloud Run, SageMaker, Vertex AI,
@@ -41,10 +42,13 @@ from typing import TYPE_CHECKING, Any
 
 from serving import DEFAULT_MAX_BODY_BYTES, SERVER_NAME
 from serving.contract import (
+    BATCHING_ENV,
     EXIT_BIND,
     EXIT_CONFIG,
     EXIT_ERROR,
     EXIT_PACKAGE,
+    MAX_BATCH_ROWS_ENV,
+    MAX_BATCH_WAIT_US_ENV,
     SAGEMAKER_COMMAND,
     SAGEMAKER_MODEL_DIR,
     Contract,
@@ -57,6 +61,7 @@ if TYPE_CHECKING:
     import uvicorn
 
     from serving.app import SlipwayApp
+    from serving.batching import BatchSettings
     from serving.workers import Held
 
 _BACKLOG = 2048
@@ -95,6 +100,19 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=int, default=1, help="processes sharing the sockets")
     parser.add_argument("--no-auth", action="store_true", help="serve without API key (deliberately)")
     parser.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES)
+    parser.add_argument(
+        "--batching", default=None, choices=["auto", "on", "off"],
+        help=f"requests waiting together share one predict call (default: ${BATCHING_ENV}, else auto: "
+        "models known to predict each row on its own)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--max-batch-rows", type=int, default=None,
+        help=f"most rows in one batched call (default: ${MAX_BATCH_ROWS_ENV}, else 256)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--max-batch-wait-us", type=int, default=None,
+        help=f"how long a batch waits for company, µs (default: ${MAX_BATCH_WAIT_US_ENV}, else 0: never)",
+    )  # fmt: skip
     parser.add_argument(
         "--graceful-timeout",
         type=int,
@@ -135,12 +153,36 @@ def _bind(host: str, port: int, what: str, reuseport: bool) -> socket.socket:
     return sock
 
 
-def _load(package: Path, key: str | None, routes: Routes, max_body_bytes: int) -> SlipwayApp:
+def _batching(args: argparse.Namespace, environ: dict[str, str] | os._Environ[str]) -> BatchSettings:
+    """The batch settings: the options, else the contract's environment, else the defaults."""
+    from serving.batching import DEFAULT_MAX_ROWS, MODES, BatchSettings
+
+    mode = args.batching or environ.get(BATCHING_ENV, "").strip().lower() or "auto"
+    if mode not in MODES:
+        raise Fatal(EXIT_CONFIG, f"{BATCHING_ENV}={mode!r} is not one of {', '.join(MODES)}")
+
+    def number(value: int | None, env: str, default: int, least: int, option: str) -> int:
+        text = str(value) if value is not None else environ.get(env, "").strip()
+        if not text:
+            return default
+        if not text.lstrip("-").isdigit() or int(text) < least:
+            source = option if value is not None else env
+            raise Fatal(EXIT_CONFIG, f"{source}={text!r} is not a whole number of at least {least}")
+        return int(text)
+
+    rows = number(args.max_batch_rows, MAX_BATCH_ROWS_ENV, DEFAULT_MAX_ROWS, 1, "--max-batch-rows")
+    wait = number(args.max_batch_wait_us, MAX_BATCH_WAIT_US_ENV, 0, 0, "--max-batch-wait-us")
+    return BatchSettings(mode, rows, wait)
+
+
+def _load(
+    package: Path, key: str | None, routes: Routes, max_body_bytes: int, batching: BatchSettings | None = None
+) -> SlipwayApp:
     from serving import create_app
     from serving.model import PackageError, configure_sklearn
 
     try:
-        app = create_app(package, api_key=key, max_body_bytes=max_body_bytes, routes=routes)
+        app = create_app(package, api_key=key, max_body_bytes=max_body_bytes, routes=routes, batching=batching)
     except PackageError as exc:
         raise Fatal(EXIT_PACKAGE, f"refusing to serve {package}: {exc}") from None
     configure_sklearn()  # after the load: a package refused early never pays for importing sklearn
@@ -202,10 +244,13 @@ def _announce(app: SlipwayApp, bound: Bound, args: argparse.Namespace) -> None:
     if contract.name != "generic":
         extra = f"; {contract.name} contract: POST {routes.predict}, GET {routes.ready}"
     held = " (held until SIGUSR1)" if args.hold else ""
+    b = app.batching
+    batching = (f"batching on (≤ {b.max_rows} rows, wait ≤ {b.max_wait_us} µs)" if app.batcher is not None
+                else "batching off") + f": {app.batching_reason}"  # fmt: skip
     print(
         f"{SERVER_NAME}: serving {manifest.name} {manifest.version} (sha256 {manifest.sha256[:12]}) on "
         f"{args.host}:{port}{held}{control}; {args.workers} worker(s); auth {auth}{extra}; "
-        f"graceful shutdown {contract.graceful_timeout_s} s",
+        f"graceful shutdown {contract.graceful_timeout_s} s; {batching}",
         file=sys.stderr, flush=True,
     )  # fmt: skip
 
@@ -246,7 +291,7 @@ def _serve_lambda(package: Path, key: str | None, args: argparse.Namespace) -> i
     if importlib.util.find_spec("awslambdaric") is None:
         raise Fatal(EXIT_CONFIG, "AWS_LAMBDA_RUNTIME_API is set but awslambdaric (the runtime client) is not installed")
     started = time.perf_counter()
-    app = _load(package, key, args.contract.routes, args.max_body_bytes)
+    app = _load(package, key, args.contract.routes, args.max_body_bytes)  # run() turns batching off
     manifest = app.model.manifest
     auth = "HTTP events need the API key" if app.auth else "auth OFF (--no-auth or SLIPWAY_AUTH=none)"
     _say(
@@ -285,6 +330,7 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as exc:
             raise Fatal(EXIT_CONFIG, str(exc)) from None
         package = _package(contract, args)
+        batching = _batching(args, os.environ)
         if contract.port is None:
             return _serve_lambda(package, key, args)
         if args.ready_file is not None and not args.ready_file.parent.is_dir():
@@ -294,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
         public = _bind(args.host, contract.port, "public", reuseport=True)
         control = None if args.control_port is None else _bind("127.0.0.1", args.control_port, "control", False)
         bound = Bound(public, control)
-        app = _load(package, key, contract.routes, args.max_body_bytes)
+        app = _load(package, key, contract.routes, args.max_body_bytes, batching)
         served = [s for s in bound.sockets if not (args.hold and s is bound.public)]
         for sock in served:
             sock.listen(_BACKLOG)

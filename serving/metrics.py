@@ -11,6 +11,10 @@ import gc
 import os
 import time
 from bisect import bisect_left
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from serving.batching import Batcher
 
 # seconds; a 1-row sklearn predict is ~0.1-0.3 ms, so the low buckets matter
 BUCKETS: tuple[float, ...] = (
@@ -27,7 +31,8 @@ def _num(value: float) -> str:
 
 
 class Metrics:
-    def __init__(self, model_info: dict[str, str]) -> None:
+    def __init__(self, model_info: dict[str, str], batcher: Batcher | None = None) -> None:
+        self.batcher = batcher
         self.requests: dict[tuple[str, int], int] = {}
         self.buckets: dict[str, list[int]] = {}  # path -> per-bucket (non-cumulative) counts, last = +Inf
         self.sums: dict[str, float] = {}
@@ -67,6 +72,7 @@ class Metrics:
                 lines.append(f'slipway_request_duration_seconds_bucket{{path="{label}",le="{le}"}} {cumulative}')
             lines.append(f'slipway_request_duration_seconds_sum{{path="{label}"}} {_num(self.sums[path])}')
             lines.append(f'slipway_request_duration_seconds_count{{path="{label}"}} {cumulative}')
+        lines += self._batching()
         info = ",".join(f'{k}="{_escape(v)}"' for k, v in self.model_info.items())
         lines += [
             "# HELP slipway_predictions_total Rows predicted.",
@@ -98,3 +104,30 @@ class Metrics:
             f"slipway_process_start_time_seconds {_num(self.started)}",
         ]
         return ("\n".join(lines) + "\n").encode()
+
+    def _batching(self) -> list[str]:
+        """Requests per model.predict call (a histogram), when batching is on."""
+        batcher = self.batcher
+        if batcher is None:
+            return []
+        from serving.batching import SIZE_BUCKETS
+
+        lines = [
+            "# HELP slipway_batch_requests Requests answered by one model.predict call (adaptive batching).",
+            "# TYPE slipway_batch_requests histogram",
+        ]
+        cumulative = 0
+        for bound, count in zip((*map(str, SIZE_BUCKETS), "+Inf"), batcher.sizes, strict=True):
+            cumulative += count
+            lines.append(f'slipway_batch_requests_bucket{{le="{bound}"}} {cumulative}')
+        lines += [
+            f"slipway_batch_requests_sum {batcher.requests}",
+            f"slipway_batch_requests_count {cumulative}",
+            "# HELP slipway_predict_calls_total model.predict calls made by the batcher.",
+            "# TYPE slipway_predict_calls_total counter",
+            f"slipway_predict_calls_total {batcher.calls}",
+            "# HELP slipway_batch_fallbacks_total Batches whose predict call failed and ran again request by request.",
+            "# TYPE slipway_batch_fallbacks_total counter",
+            f"slipway_batch_fallbacks_total {batcher.fallbacks}",
+        ]
+        return lines
