@@ -51,9 +51,8 @@ def open_pipeline(spec_path: str, *, need_key: bool = True, check: bool = True) 
     api_key = resolve_api_key(spec.auth.api_key_env, requires_auth) if need_key else None
 
     def target(stage: Stage) -> Target:
-        ctx = TargetContext(
-            spec.service, spec.model.name, stage, settings.state_dir, requires_auth, api_key, log_progress
-        )
+        ctx = TargetContext(spec.service, spec.model.name, stage, settings.state_dir, requires_auth, api_key,
+                            log_progress, spec.serving.server_args())  # fmt: skip
         return make_target(spec.target_for(stage), ctx)
 
     p = Pipeline(spec, settings, ledger, open_store(settings), api_key, target(Stage.STAGING), target(Stage.PRODUCTION))

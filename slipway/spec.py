@@ -302,6 +302,35 @@ class GateSettings(_Strict):
     slo: Slo = Field(default_factory=Slo)
 
 
+class ServingSettings(_Strict):
+    """How the model server in every target serves (serving/batching.py); reaches each server as its
+    command-line options (``server_args``)."""
+
+    batching: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="Requests waiting together share one predict call. auto: for models known to predict each "
+        "row on its own (scikit-learn, XGBoost, LightGBM estimators); off: a model whose answer for a row depends "
+        "on the other rows of the call; on: any other model whose rows are independent.",
+    )
+    max_batch_rows: int = Field(default=256, ge=1, le=100_000, description="Most rows in one batched predict call.")
+    max_batch_wait_us: int = Field(
+        default=0, ge=0, le=1_000_000,
+        description="How long a batch may wait for more requests, in µs; 0: never (batch only what already waits).",
+    )  # fmt: skip
+
+    def server_args(self) -> tuple[str, ...]:
+        """The model server's options for these settings (``python -m serving ... ARGS``); none for the defaults."""
+        defaults = ServingSettings()
+        args: list[str] = []
+        if self.batching != defaults.batching:
+            args += ["--batching", self.batching]
+        if self.max_batch_rows != defaults.max_batch_rows:
+            args += ["--max-batch-rows", str(self.max_batch_rows)]
+        if self.max_batch_wait_us != defaults.max_batch_wait_us:
+            args += ["--max-batch-wait-us", str(self.max_batch_wait_us)]
+        return tuple(args)
+
+
 class AuthSettings(_Strict):
     mode: Literal["api_key", "none"] = Field(
         default="api_key", description="'api_key' (default) or 'none' to serve without authentication."
@@ -339,6 +368,7 @@ class ReleaseSpec(_Strict):
     staging: TargetConfig
     production: TargetConfig
     gate: GateSettings = Field(default_factory=GateSettings)
+    serving: ServingSettings = Field(default_factory=ServingSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     costs: CostSettings = Field(default_factory=CostSettings)
 

@@ -14,7 +14,7 @@ from serving.contract import PORT
 
 def user_data(
     *, image: str, registry: str | None, username: str, password_param: str, key_param: str,
-    region: str, port: int, workers: int, name: str,
+    region: str, port: int, workers: int, name: str, server_args: tuple[str, ...] = (),
 ) -> str:  # fmt: skip
     """The boot script: install Docker (and the AWS CLI), log in, run the image by digest."""
     q = shlex.quote
@@ -46,5 +46,5 @@ systemctl enable --now docker
 {login}{env}docker pull {q(image)}
 docker run -d --name {q(name)} --restart unless-stopped --stop-timeout 40 {env_file}-p {port}:{PORT} \\
   --log-opt max-size=10m --log-opt max-file=3 --read-only --tmpfs /tmp \\
-  {q(image)} --workers {workers} {auth_args}
+  {q(image)} {" ".join(["--workers", str(workers), *map(q, server_args), auth_args])}
 """.replace(" \n", "\n")

@@ -111,10 +111,11 @@ def secret(n: Names, api_key: str | None) -> dict[str, Any]:
 
 def deployment(
     n: Names, cfg: KubernetesConfig, authenticated: bool, *, name: str, replicas: int, role: str,
-    selector: dict[str, str],
+    selector: dict[str, str], server_args: tuple[str, ...] = (),
 ) -> dict[str, Any]:  # fmt: skip
-    """The Deployment ``name`` running the release's image in ``replicas`` pods labelled ``role``."""
-    args = ["--workers", str(cfg.workers)] + ([] if authenticated else ["--no-auth"])
+    """The Deployment ``name`` running the release's image in ``replicas`` pods labelled ``role``;
+    ``server_args``: the spec's options of the model server."""
+    args = ["--workers", str(cfg.workers), *server_args] + ([] if authenticated else ["--no-auth"])
     env: list[dict[str, Any]] = [{"name": "TMPDIR", "value": "/tmp"}]
     if authenticated:
         ref = {"name": n.secret, "key": "api-key"}

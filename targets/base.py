@@ -129,6 +129,7 @@ class TargetContext:
     requires_auth: bool
     api_key: SecretStr | None  # None for read-only use (status) and when requires_auth is False
     progress: Progress = _log.info  # where long operations report how they are going
+    server_args: tuple[str, ...] = ()  # the spec's options of the model server (ServingSettings.server_args)
 
     def key_for_deploy(self) -> SecretStr | None:
         """The key a new deployment gets; refuses to start an authenticated endpoint without one."""

@@ -259,7 +259,7 @@ class DockerHostTarget:
 
     def _run(self, release: Release, name: str) -> Container:
         key = self.ctx.key_for_deploy()
-        command = ["--workers", str(self.config.workers)] + ([] if key else ["--no-auth"])
+        command = ["--workers", str(self.config.workers), *self.ctx.server_args] + ([] if key else ["--no-auth"])
         policy: dict[str, Any] = {"Name": self.config.restart_policy}
         if self.config.restart_policy == "on-failure":
             policy["MaximumRetryCount"] = 3

@@ -110,7 +110,7 @@ class Ec2InstanceTarget:
                 image=str(image), registry=registry_of(image.repository),
                 username=creds.username if creds else "", password_param=f"{self.params}/registry-password",
                 key_param=f"{self.params}/api-key" if key else "", region=self.config.region,
-                port=self.config.port, workers=1, name=f"{self.name}-{release.id}",
+                port=self.config.port, workers=1, name=f"{self.name}-{release.id}", server_args=self.ctx.server_args,
             )  # fmt: skip
             args: dict[str, Any] = {
                 "ImageId": self.config.ami, "InstanceType": self.config.instance_type, "MinCount": 1, "MaxCount": 1,

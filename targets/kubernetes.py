@@ -98,7 +98,7 @@ class KubernetesClusterTarget:
             self._apply_secret(obj.secret(n, key.get_secret_value() if key else None))
             self._apply_deployment(obj.deployment(
                 n, self.config, key is not None, name=n.workload, role=role, selector=n.release_selector(role),
-                replicas=self.config.replicas if self.blue_green else 1,
+                replicas=self.config.replicas if self.blue_green else 1, server_args=self.ctx.server_args,
             ))  # fmt: skip
         forwarder = self._forwarder(release.id, lambda: n.release_selector(role))
         handle = {"namespace": self.namespace, "workload": n.workload, "secret": n.secret}
@@ -252,7 +252,7 @@ class KubernetesClusterTarget:
         key = self.ctx.key_for_deploy()
         stage = obj.deployment(
             n, self.config, key is not None, name=n.stage_workload, replicas=self.config.replicas,
-            role=obj.SERVING, selector=n.serving_selector(),
+            role=obj.SERVING, selector=n.serving_selector(), server_args=self.ctx.server_args,
         )  # fmt: skip
         with calls("promote", f"{self.namespace}/{n.stage_workload}"):
             previous = self._roll(stage)

@@ -84,6 +84,7 @@ class LocalProcessTarget:
             "--ready-file", str(ready_file),
             "--workers", str(self.config.workers),
             "--hold",
+            *self.ctx.server_args,
         ]  # fmt: skip
         env = plain_environment() | {"PYTHONPATH": str(release.package_dir / "server")}  # no credential but its key
         key = self.ctx.key_for_deploy()

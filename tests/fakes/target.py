@@ -25,6 +25,7 @@ import uvicorn
 
 from serving import create_app
 from serving.app import SlipwayApp
+from serving.batching import BatchSettings
 from serving.model import PackageError
 from slipway.errors import At, ConfigError, TargetError
 from slipway.release import Endpoint, Release, Stage
@@ -33,6 +34,16 @@ from targets.base import PACKAGE, Capabilities, Change, Deployment, Facts, Stage
 
 CANDIDATE_HEADER = "X-Slipway-Candidate"
 ASGIApp = Callable[..., Any]
+
+
+def _batching(server_args: tuple[str, ...]) -> BatchSettings:
+    """The batch settings the server's options (``TargetContext.server_args``) stand for."""
+    options = dict(zip(server_args[::2], server_args[1::2], strict=True))
+    return BatchSettings(
+        options.get("--batching", "auto"),  # type: ignore[arg-type]
+        int(options.get("--max-batch-rows", BatchSettings.max_rows)),
+        int(options.get("--max-batch-wait-us", BatchSettings.max_wait_us)),
+    )
 
 
 class _Router:
@@ -94,7 +105,8 @@ class FakeTarget:
         self._serve()
         key = self.ctx.key_for_deploy()
         try:
-            self._router.apps[release.id] = create_app(release.package_dir, key.get_secret_value() if key else None)
+            self._router.apps[release.id] = create_app(release.package_dir, key.get_secret_value() if key else None,
+                                                       batching=_batching(self.ctx.server_args))  # fmt: skip
         except PackageError as exc:  # what a real target sees as a server exiting at start
             self._errors[release.id] = str(exc)
         return Deployment(release, self.stage, self._endpoint({CANDIDATE_HEADER: release.id}))

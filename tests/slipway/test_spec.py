@@ -101,3 +101,15 @@ def test_every_example_spec_is_valid_and_has_its_own_service() -> None:
     specs = [load_spec(path) for path in sorted(EXAMPLE_SPEC.parent.glob("slipway*.yaml"))]
     assert {s.model.name for s in specs} == {"iris"}
     assert len({s.service for s in specs}) == len(specs)  # each example keeps its own history
+
+
+def test_the_serving_section_becomes_the_servers_options(write_spec: SpecWriter) -> None:
+    assert load_spec(write_spec()).serving.server_args() == ()  # the defaults: nothing to pass
+    spec = load_spec(write_spec(serving={"batching": "off", "max_batch_rows": 64, "max_batch_wait_us": 500}))
+    assert spec.serving.server_args() == ("--batching", "off", "--max-batch-rows", "64", "--max-batch-wait-us", "500")
+
+
+@pytest.mark.fault("bad input")
+def test_an_unknown_batching_mode_is_named(write_spec: SpecWriter) -> None:
+    message = _error(write_spec(serving={"batching": "sometimes"}))
+    assert "serving.batching:" in message and "'auto', 'on' or 'off'" in message

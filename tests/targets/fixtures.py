@@ -16,7 +16,7 @@ import pytest
 from pydantic import SecretStr
 
 from slipway.release import ArtifactKind, Release, Stage
-from slipway.spec import LocalTarget, Timeouts, load_spec
+from slipway.spec import LocalTarget, ServingSettings, Timeouts, load_spec
 from targets import make_target
 from targets.base import Target, TargetContext
 from tasks.package import ModelPackage, package_model
@@ -77,8 +77,13 @@ def releases(packaged: dict[str, ModelPackage], target_kind: str) -> dict[str, R
     return made
 
 
+# The spec's serving section as every target here passes it to its servers (checked by the contract tests).
+SERVING = ServingSettings(max_batch_rows=128)
+
+
 def context(stage: Stage, state_dir: Path, api_key: str | None, service: str = "iris") -> TargetContext:
-    return TargetContext(service, "iris", stage, state_dir, True, SecretStr(api_key) if api_key else None)
+    key = SecretStr(api_key) if api_key else None
+    return TargetContext(service, "iris", stage, state_dir, True, key, server_args=SERVING.server_args())
 
 
 @pytest.fixture

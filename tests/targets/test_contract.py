@@ -20,7 +20,7 @@ from slipway.http import client
 from slipway.release import AuthScheme, Endpoint, Release, Stage
 from targets.base import Target, put_live
 from tests.load import Load
-from tests.targets.fixtures import TIMEOUTS, TargetFactory
+from tests.targets.fixtures import SERVING, TIMEOUTS, TargetFactory
 
 
 def _kinds() -> list[object]:
@@ -65,6 +65,9 @@ def test_release_goes_live_and_answers_with_auth(
     with client(live, SecretStr(api_key)) as http:
         assert http.post(live.routes.predict, json={"inputs": [[5.1, 3.5, 1.4, 0.2]]}).json() == {"predictions": [0]}
     assert served_sha(live, api_key) == releases["v1"].package_sha256
+    with client(live, SecretStr(api_key)) as http:  # the spec's serving section reached the server
+        batching = http.get("/metadata").json()["batching"]
+    assert (batching["enabled"], batching["max_rows"]) == (True, SERVING.max_batch_rows)
     unauthenticated = httpx.post(f"{live.url}{live.routes.predict}", json={"inputs": [[1, 2, 3, 4]]},
                                  headers=dict(live.headers), timeout=5)  # fmt: skip
     # Cloud Run's IAM answers a request without an ID token 403 at its edge; the server answers 401
