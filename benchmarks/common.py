@@ -67,9 +67,9 @@ wrk.headers["Content-Type"] = "application/json"
 {auth}
 done = function(summary, latency, requests)
   local e = summary.errors
-  io.write(string.format("SLIPWAY_RESULT %d %d %d %d %d %d\\n", latency:percentile(50),
+  io.write(string.format("SLIPWAY_RESULT %d %d %d %d %d %d %d %d\\n", latency:percentile(50),
     latency:percentile(95), latency:percentile(99), summary.requests, e.status,
-    e.connect + e.read + e.write + e.timeout))
+    e.connect + e.read + e.write + e.timeout, latency:percentile(99.9), latency.max))
 end
 """
 
@@ -92,15 +92,15 @@ def run_wrk(url: str, body: str, key: str | None, seconds: float, workdir: Path,
         if proc.returncode is None:
             proc.kill()
             proc.wait()
-    match = re.search(r"SLIPWAY_RESULT (\d+) (\d+) (\d+) (\d+) (\d+) (\d+)", out)
+    match = re.search(r"SLIPWAY_RESULT (\d+) (\d+) (\d+) (\d+) (\d+) (\d+) (\d+) (\d+)", out)
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
     if proc.returncode != 0 or not match or not rps:
         raise RuntimeError(f"wrk failed ({proc.returncode}): {out}")
-    p50, p95, p99, requests, status_errors, socket_errors = map(int, match.groups())
+    p50, p95, p99, requests, status_errors, socket_errors, p999, slowest = map(int, match.groups())
     return {
         "rps": float(rps.group(1)), "p50_ms": p50 / 1000, "p95_ms": p95 / 1000, "p99_ms": p99 / 1000,
-        "requests": requests, "errors": status_errors + socket_errors,
-        "client_cpu": (usage.ru_utime + usage.ru_stime) / seconds, "raw": out,
+        "p999_ms": p999 / 1000, "max_ms": slowest / 1000, "requests": requests,
+        "errors": status_errors + socket_errors, "client_cpu": (usage.ru_utime + usage.ru_stime) / seconds, "raw": out,
     }  # fmt: skip
 
 

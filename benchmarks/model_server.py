@@ -1,7 +1,8 @@
 """Benchmark Slipway's model server against MLflow's and BentoML's, and against its own limits, in one run.
 
     .venv/bin/python benchmarks/model_server.py [--duration 10] [--repeat 3] [--skip-mlflow] [--skip-bentoml]
-                                                [--only NAME] [--baseline REV]
+                                                [--only NAME] [--baseline REV] [--models iris,gbm] [--rows 1,100]
+                                                [--connections 8,64]
 
 Two models: the example model (logistic regression on iris, 4 features) and a heavier one
 (gradient boosting, 100 trees of depth 3, on 20 features of sklearn's ``make_classification``, 4,000
@@ -20,7 +21,10 @@ round; the tables show each row's median round. Rows of a cell:
                  server of this model (measured once per body, shown at both connection levels)
   empty ASGI     a raw ASGI app that reads the body and returns a constant, on the same uvicorn
                  setup as Slipway: the ceiling of the web stack for that body
-  slipway        ``python -m serving`` (the real launcher, auth on)
+  slipway        ``python -m serving`` (the real launcher, auth on; adaptive batching on, its default for
+                 scikit-learn models, no added wait); after each run its /metrics say how many requests
+                 shared a predict call ("req/call")
+  unbatched      the same server with ``--batching off``: one predict call per request, measured next to it
   baseline       (with ``--baseline REV``) the same launcher and model on the ``serving/`` code of git
                  revision REV: a change to the server measured against what it replaces, in one run
   sagemaker      (iris, 64 connections) the same server under SageMaker's contract (``serve``): POST
@@ -35,15 +39,20 @@ round; the tables show each row's median round. Rows of a cell:
   bentoml        ``bentoml serve`` of benchmarks/bentoml_service.py (one sync ``@bentoml.api`` taking
                  an ndarray) on the same artifact; its defaults: 1 worker, sync calls on 1 thread,
                  access log and Prometheus metrics on
+  bentoml batch  the same with BentoML's adaptive batching on (``batchable=True``, at most 256 rows per
+                 call like Slipway's, its default latency bound)
   2 workers      (1 row, 64 connections) ``python -m serving --workers 2`` unpinned: shares both cores
                  with wrk (also unpinned)
 
-Latency percentiles come from wrk's own histogram (its ``done()`` hook, since ``--latency`` prints
-no p95). "rows/s" is req/s × rows per request. CPU columns are CPU-seconds per wall-second (1.00 =
-one core busy); "CPU µs/req" is the server's CPU time per request (for in-process rows: per call);
-"other CPU" is what the rest of the machine used meanwhile (noise: on a shared machine req/s moves
-with it). A summary per cell follows the tables. MLflow's and BentoML's usage telemetry is turned
-off. Every process started here is stopped in a ``finally``. Raw results go to
+Latency percentiles (p50, p95, p99, p99.9) and the slowest request come from wrk's own histogram
+(its ``done()`` hook, since ``--latency`` prints no p95). "rows/s" is req/s × rows per request. CPU
+columns are CPU-seconds per wall-second (1.00 = one core busy); "CPU µs/req" is the server's CPU
+time per request (for in-process rows: per call); "other CPU" is what the rest of the machine used
+meanwhile (noise: on a shared machine req/s moves with it). A summary per cell follows the tables,
+then the batching summary (batched against unbatched measured next to each other in every round,
+the in-process one-call rate, MLflow and BentoML with batching; the tail as p99 and p99.9 over p95;
+where a batched request's CPU goes). MLflow's and BentoML's usage telemetry is turned off. Every
+process started here is stopped in a ``finally``. Raw results go to
 benchmarks/out/serving-<time>.json.
 """
 
@@ -80,6 +89,7 @@ CELLS = [(model, rows, connections) for model in MODELS for rows in ROWS for con
 INPROCESS = "in-process: JSON → parse → predict → JSON"
 EMPTY = "empty raw-ASGI endpoint (same uvicorn setup)"
 SLIPWAY = "slipway (python -m serving, auth on)"
+UNBATCHED = "slipway --batching off"
 BASELINE = "slipway baseline (serving/ of --baseline REV)"
 SAGEMAKER = "slipway, SageMaker contract: POST /invocations"
 VERTEX = "slipway, Vertex contract: POST AIP_PREDICT_ROUTE, instances"
@@ -89,9 +99,11 @@ ASYNCIO_HTTPTOOLS = "ablation: asyncio loop (httptools kept)"
 FASTAPI = "ablation: FastAPI sync endpoint"
 MLFLOW = "mlflow models serve (defaults: 1 worker)"
 BENTOML = "bentoml serve (defaults: 1 worker)"
+BENTOML_BATCHED = "bentoml serve, adaptive batching on"
 WORKERS = "slipway --workers 2 (unpinned)"
-ORDER = [INPROCESS, EMPTY, SLIPWAY, BASELINE, SAGEMAKER, VERTEX, ACCESS_LOG, ASYNCIO, ASYNCIO_HTTPTOOLS, FASTAPI,
-         MLFLOW, BENTOML, WORKERS]  # fmt: skip
+PREDICT_BATCH = "in-process: model.predict of a 64-row call"
+ORDER = [INPROCESS, EMPTY, SLIPWAY, UNBATCHED, BASELINE, SAGEMAKER, VERTEX, ACCESS_LOG, ASYNCIO, ASYNCIO_HTTPTOOLS,
+         FASTAPI, MLFLOW, BENTOML, BENTOML_BATCHED, WORKERS]  # fmt: skip
 ONLY_IN = {  # rows measured in some cells only; every other row is in every cell
     **{name: [("iris", 1, 64)] for name in (ACCESS_LOG, ASYNCIO, ASYNCIO_HTTPTOOLS, FASTAPI)},
     **{name: [("iris", 1, 64), ("iris", BATCH, 64)] for name in (SAGEMAKER, VERTEX)},
@@ -170,6 +182,8 @@ class Result:
     p50_ms: float | None = None
     p95_ms: float | None = None
     p99_ms: float | None = None
+    p999_ms: float | None = None
+    max_ms: float | None = None
     errors: int = 0
     requests: int = 0
     server_cpu: float | None = None
@@ -190,6 +204,7 @@ class Server:
     pinned: bool
     note: str = ""
     body_key: str = "inputs"  # the JSON key of the rows on this server's route
+    metrics_url: str = ""  # Slipway's /metrics: how many requests shared each predict call
 
 
 @dataclass
@@ -247,18 +262,36 @@ def check_answer(target: Target, expected: list[Any]) -> None:
         raise RuntimeError(f"{target.label} answered {str(got)[:200]}, expected {str(expected)[:200]}")
 
 
+def batch_counts(server: Server) -> tuple[float, float] | None:
+    """(requests batched, predict calls) so far, from Slipway's /metrics; None without batching."""
+    import httpx
+
+    if not server.metrics_url:
+        return None
+    text = httpx.get(server.metrics_url, headers={"Authorization": f"Bearer {server.key}"}, timeout=10).text
+    found = dict(line.split() for line in text.splitlines() if line.startswith("slipway_batch_requests_"))
+    if "slipway_batch_requests_sum" not in found:
+        return None
+    return float(found["slipway_batch_requests_sum"]), float(found["slipway_batch_requests_count"])
+
+
 def measure_once(target: Target, args: argparse.Namespace, workdir: Path) -> None:
     server = target.server
     if target.warm_up:
         run_wrk(server.url, target.body, server.key, args.warmup, workdir, server.pinned, target.connections)
+    batches0 = batch_counts(server)
     cpu0, busy0 = cpu_seconds(server.proc.pid), busy_seconds()
     stats = run_wrk(server.url, target.body, server.key, args.duration, workdir, server.pinned, target.connections)
     stats["server_cpu"] = (cpu_seconds(server.proc.pid) - cpu0) / args.duration
     other = (busy_seconds() - busy0) / args.duration - stats["server_cpu"] - stats["client_cpu"]
     stats["other_cpu"] = max(0.0, other)
+    batches1 = batch_counts(server)
+    if batches0 and batches1 and batches1[1] > batches0[1]:
+        stats["per_call"] = (batches1[0] - batches0[0]) / (batches1[1] - batches0[1])
     target.runs.append(stats)
-    print(f"  {target.label}: {stats['rps']:,.0f} req/s, p95 {stats['p95_ms']:.2f} ms, errors {stats['errors']}, "
-          f"other CPU {stats['other_cpu']:.2f}", flush=True)  # fmt: skip
+    per_call = f", {stats['per_call']:.1f} req/call" if "per_call" in stats else ""
+    print(f"  {target.label}: {stats['rps']:,.0f} req/s, p95 {stats['p95_ms']:.2f} ms, p99.9 {stats['p999_ms']:.2f} "
+          f"ms, errors {stats['errors']}, other CPU {stats['other_cpu']:.2f}{per_call}", flush=True)  # fmt: skip
 
 
 def summarize(target: Target) -> Result:
@@ -266,16 +299,20 @@ def summarize(target: Target) -> Result:
     runs = target.runs
     stats = dict(sorted(runs, key=lambda r: r["rps"])[len(runs) // 2])
     raw = stats.pop("raw")
+    per_call = stats.pop("per_call", None)
     note = target.server.note
+    if per_call is not None:
+        note = f"{per_call:.1f} req/call; {note}".rstrip("; ")
     if len(runs) > 1:
         rates = ", ".join(f"{r['rps']:,.0f}" for r in runs)
         note = f"{note}; runs {rates}".lstrip("; ")
+    extra = {"wrk": raw, "runs": [r["rps"] for r in runs], "cpu_us": [1e6 * r["server_cpu"] / r["rps"] for r in runs],
+             "p99": [r["p99_ms"] for r in runs], "per_call": per_call}  # fmt: skip
     return Result(target.server.name, model=target.model, rows=target.rows, connections=target.connections,
-                  note=note, extra={"wrk": raw, "runs": [r["rps"] for r in runs],
-                                    "cpu_us": [1e6 * r["server_cpu"] / r["rps"] for r in runs]}, **stats)  # fmt: skip
+                  note=note, extra=extra, **stats)  # fmt: skip
 
 
-SIDE_BY_SIDE = (SLIPWAY, BASELINE, SAGEMAKER, VERTEX)  # one server's variants, compared with each other
+SIDE_BY_SIDE = (SLIPWAY, UNBATCHED, BASELINE, SAGEMAKER, VERTEX)  # one server's variants, compared with each other
 
 
 def paired(targets: list[Target], round_: int) -> list[Target]:
@@ -368,6 +405,7 @@ def serve_variant(variant: str, package: Path, port: int) -> None:
 
 def inprocess(package: Path, body_file: Path, seconds: float) -> dict[str, float]:
     """Calls per second of the predict path for one request body and its parts, in this (pinned) process."""
+    import numpy as np
     import orjson
     import sklearn
 
@@ -396,10 +434,12 @@ def inprocess(package: Path, body_file: Path, seconds: float) -> dict[str, float
             n += 200
         return n / elapsed
 
+    batch = np.resize(matrix, (64, matrix.shape[1]))  # what one call of a 64-request batch of 1-row requests gets
     out = {
         "full": rate(lambda: app.predict_bytes(body), seconds / 2),
         "predict_only": rate(lambda: predict(matrix), seconds / 4),
         "without_predict": rate(without_predict, seconds / 8),
+        "predict_64": rate(lambda: predict(batch), seconds / 8),
     }
     with sklearn.config_context(assume_finite=False):
         out["predict_only_finite_check"] = rate(lambda: predict(matrix), seconds / 8)
@@ -436,7 +476,7 @@ def run(args: argparse.Namespace) -> list[Result]:
     if args.skip_mlflow or not shutil.which("mlflow", path=str(Path(PY).parent)):
         wanted = [name for name in wanted if name != MLFLOW]
     if args.skip_bentoml or not shutil.which("bentoml", path=str(Path(PY).parent)):
-        wanted = [name for name in wanted if name != BENTOML]
+        wanted = [name for name in wanted if name not in (BENTOML, BENTOML_BATCHED)]
     if not args.baseline:
         wanted = [name for name in wanted if name != BASELINE]
     if not importlib.util.find_spec("fastapi"):
@@ -469,7 +509,10 @@ def run(args: argparse.Namespace) -> list[Result]:
                        "--workers", str(workers), *extra]  # fmt: skip
                 url = f"http://127.0.0.1:{port}{path}"
                 server_env = bench_env(SLIPWAY_API_KEY=KEY, **(env or {}))
-                return start(name, model, cmd, url, KEY, pinned, server_env, note, body_key)
+                server = start(name, model, cmd, url, KEY, pinned, server_env, note, body_key)
+                if workers == 1:  # with more, each /metrics is one worker's
+                    server.metrics_url = f"http://127.0.0.1:{port}/metrics"
+                return server
 
             def baseline(model: Model) -> Server:
                 env = {"PYTHONPATH": str(baseline_code(args.baseline, work))}
@@ -486,18 +529,25 @@ def run(args: argparse.Namespace) -> list[Result]:
                 return start(MLFLOW, model, cmd, url, None, env=bench_env(**NO_TELEMETRY),
                              note="uvicorn, access log on (its default)")  # fmt: skip
 
-            def bentoml(model: Model) -> Server:
+            def bentoml(model: Model, batched: bool = False) -> Server:
                 port = free_port()
-                cmd = [str(Path(PY).parent / "bentoml"), "serve", "bentoml_service:SklearnModel", "--working-dir",
+                service = "SklearnModelBatched" if batched else "SklearnModel"
+                cmd = [str(Path(PY).parent / "bentoml"), "serve", f"bentoml_service:{service}", "--working-dir",
                        str(Path(__file__).resolve().parent), "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
                 env = bench_env(SLIPWAY_BENCH_ARTIFACT=str(model.package / "model.joblib"),
-                                BENTOML_HOME=str(work / "bentoml-home"), **NO_TELEMETRY)  # fmt: skip
+                                BENTOML_HOME=str(work / f"bentoml-home-{service}"), **NO_TELEMETRY)  # fmt: skip
                 url = f"http://127.0.0.1:{port}/predict"
+                if batched:
+                    note = "batchable=True, max_batch_size 256; access log on"
+                    return start(BENTOML_BATCHED, model, cmd, url, None, env=env, note=note)
                 return start(BENTOML, model, cmd, url, None, env=env, note="access log on, sync API on 1 thread")
 
             starters: dict[str, Callable[[Model], Server]] = {
                 EMPTY: lambda model: variant(EMPTY, "empty", "web stack ceiling", model),
-                SLIPWAY: lambda model: slipway(SLIPWAY, 1, True, model),
+                SLIPWAY: lambda model: slipway(SLIPWAY, 1, True, model, "batching on (auto)"),
+                UNBATCHED: lambda model: slipway(
+                    UNBATCHED, 1, True, model, "one predict call per request", extra=("--batching", "off")
+                ),
                 BASELINE: baseline,
                 SAGEMAKER: lambda model: slipway(
                     SAGEMAKER, 1, True, model, "python -m serving ... serve", "/invocations", ("serve",)
@@ -513,6 +563,7 @@ def run(args: argparse.Namespace) -> list[Result]:
                 FASTAPI: lambda model: variant(FASTAPI, "fastapi", "pydantic body, threadpool", model),
                 MLFLOW: mlflow,
                 BENTOML: bentoml,
+                BENTOML_BATCHED: lambda model: bentoml(model, batched=True),
                 WORKERS: lambda model: slipway(WORKERS, 2, False, model, "shares both cores with wrk"),
             }
             print("starting servers", flush=True)
@@ -534,10 +585,9 @@ def run(args: argparse.Namespace) -> list[Result]:
             for round_ in range(args.repeat):
                 print(f"round {round_ + 1}/{args.repeat}", flush=True)
                 if INPROCESS in wanted:
-                    for model in models.values():
-                        for rows in ROWS:
-                            runs = inproc_runs.setdefault((model.name, rows), [])
-                            runs.append(_inprocess_run(me, model, rows, work, args))
+                    for name, rows in dict.fromkeys((m, r) for m, r, _ in CELLS):
+                        runs = inproc_runs.setdefault((name, rows), [])
+                        runs.append(_inprocess_run(me, models[name], rows, work, args))
                 for target in paired(targets, round_):
                     measure_once(target, args, work)
     finally:
@@ -570,6 +620,9 @@ def _inprocess_results(model: str, rows: int, runs: list[dict[str, float]]) -> l
         Result("in-process: model.predict alone", median["predict_only"], model, rows, note=finite),
         Result("in-process: everything but model.predict", median["without_predict"], model, rows,
                note="orjson + validation + np.asarray + orjson"),
+        Result(PREDICT_BATCH, median["predict_64"], model, rows,
+               note=f"calls/s; {64 * median['predict_64']:,.0f} rows/s, {1e6 / (64 * median['predict_64']):.1f} µs "
+                    "per row"),
     ]  # fmt: skip
 
 
@@ -604,16 +657,16 @@ def table(results: list[Result]) -> str:
             continue
         lines += [
             f"\n**{_title(cell)}**\n",
-            "| variant | req/s | rows/s | p50 ms | p95 ms | p99 ms | errors | server CPU | CPU µs/req | wrk CPU "
-            "| other CPU | note |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+            "| variant | req/s | rows/s | p50 ms | p95 ms | p99 ms | p99.9 ms | max ms | errors | server CPU "
+            "| CPU µs/req | wrk CPU | other CPU | note |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
         ]
         for r in rows:
             errors = r.errors if r.p50_ms is not None else ""
             lines.append(
                 f"| {r.name} | {r.rps:,.0f} | {r.rps * r.rows:,.0f} | {ms(r.p50_ms)} | {ms(r.p95_ms)} | "
-                f"{ms(r.p99_ms)} | {errors} | {cpu(r.server_cpu)} | {per_request(r)} | {cpu(r.client_cpu)} | "
-                f"{cpu(r.other_cpu)} | {r.note} |"
+                f"{ms(r.p99_ms)} | {ms(r.p999_ms)} | {ms(r.max_ms)} | {errors} | {cpu(r.server_cpu)} | "
+                f"{per_request(r)} | {cpu(r.client_cpu)} | {cpu(r.other_cpu)} | {r.note} |"
             )
     return "\n".join(lines).lstrip("\n")
 
@@ -670,6 +723,78 @@ def _per_round(ours: Result, theirs: Result, what: str = "runs") -> tuple[float,
     """The median over rounds of ours ÷ theirs measured in the same round, and each round's ratio."""
     ratios = [a / b for a, b in zip(ours.extra[what], theirs.extra[what], strict=True)]
     return _median(ratios), ", ".join(f"{r:.3f}" for r in ratios)
+
+
+NO_WORSE = 0.95  # paired runs of one round move by a few per cent on this machine: "no worse" means ≥ 0.95
+
+
+def batching_summary(results: list[Result]) -> str:
+    """Batched against unbatched (measured next to each other in every round), against the in-process
+    one-call rate, MLflow and BentoML with its adaptive batching; the tail; where a batched request's
+    server CPU goes. Goals (the issue): at 64 connections ≥ 2× the in-process one-call rate, ≥ 10×
+    MLflow's req/s, p99 no worse than unbatched; at 8 no worse than unbatched; p99 ≤ 2× p95 and
+    p99.9 ≤ 4× p95."""
+
+    def x(a: float, b: float) -> str:
+        return f"{a / b:.2f}×"
+
+    lines = [
+        "| cell | batched req/s | unbatched req/s | ÷ unbatched (per round) | ÷ in-process one-call | ÷ MLflow "
+        "| ÷ BentoML batching | p95 / p99 / p99.9 / max ms, batched | same, unbatched | p99 ÷ p95, p99.9 ÷ p95 "
+        "| req/call | goals |",
+        "|---|---:|---:|---|---:|---:|---:|---|---|---|---:|---|",
+    ]
+    notes: list[str] = []
+    for cell in CELLS:
+        ours, off = _find(results, SLIPWAY, cell), _find(results, UNBATCHED, cell)
+        if ours is None or off is None or ours.p95_ms is None or off.p95_ms is None:
+            continue
+        limit, mlflow, bento = (_find(results, name, cell) for name in (INPROCESS, MLFLOW, BENTOML_BATCHED))
+        rate, rates = _per_round(ours, off)
+        p99_ratio = _median([a / b for a, b in zip(ours.extra["p99"], off.extra["p99"], strict=True)])
+        tail99, tail999 = (ours.p99_ms or 0) / ours.p95_ms, (ours.p999_ms or 0) / ours.p95_ms
+        goals = []
+        if cell[2] >= 64:
+            if limit:
+                goals.append(("≥ 2× in-process", ours.rps >= 2 * limit.rps))
+            if mlflow:
+                goals.append(("≥ 10× MLflow", ours.rps >= 10 * mlflow.rps))
+            goals.append(("p99 ≤ unbatched", p99_ratio <= 1 / NO_WORSE))
+        else:
+            goals.append(("req/s no worse", rate >= NO_WORSE))
+            goals.append(("p99 no worse", p99_ratio <= 1 / NO_WORSE))
+        goals += [("p99 ≤ 2× p95", tail99 <= 2), ("p99.9 ≤ 4× p95", tail999 <= 4)]
+        verdict = "; ".join(f"{name}: {'yes' if ok else '**no**'}" for name, ok in goals)
+        per_call = ours.extra.get("per_call")
+        model, rows, connections = cell
+
+        def tail(r: Result) -> str:
+            return " / ".join(f"{v or 0:.1f}" for v in (r.p95_ms, r.p99_ms, r.p999_ms, r.max_ms))
+
+        lines.append(
+            f"| {model}, {rows} row(s), {connections} conn | {ours.rps:,.0f} | {off.rps:,.0f} | {rate:.2f}× ({rates}) "
+            f"| {x(ours.rps, limit.rps) if limit else ''} | {x(ours.rps, mlflow.rps) if mlflow else ''} "
+            f"| {x(ours.rps, bento.rps) if bento else ''} | {tail(ours)} | {tail(off)} "
+            f"| {tail99:.2f}, {tail999:.2f} | {per_call or 0:.1f} | {verdict} |"
+        )
+        empty, one, batch = (_find(results, name, cell) for name in (EMPTY, "in-process: model.predict alone",
+                                                                     PREDICT_BATCH))  # fmt: skip
+        if rows == 1 and empty and empty.server_cpu and one and batch and per_call and ours.server_cpu:
+            server = 1e6 * ours.server_cpu / ours.rps
+            stack = 1e6 * empty.server_cpu / empty.rps
+            t1, t64 = 1e6 / one.rps, 1e6 / batch.rps  # one predict call of 1 row, of 64 rows (in-process)
+            call = t1 + (t64 - t1) * (per_call - 1) / 63  # a call of per_call rows, between the two
+            rest = server - stack - call / per_call
+            notes.append(
+                f"- {model}, {connections} conn: {server:,.0f} µs of server CPU per batched request (unbatched "
+                f"{1e6 * (off.server_cpu or 0) / off.rps:,.0f}) = the web stack {stack:,.0f} (uvicorn, httptools, "
+                f"uvloop and the kernel: the empty endpoint) + its share of a predict call {call / per_call:,.1f} (a "
+                f"call of {per_call:.0f} rows ≈ {call:,.0f} µs in-process; 1 row {t1:,.0f}, 64 rows {t64:,.0f}) + the "
+                f"rest {rest:,.0f} (the app: auth, parse, validate, queue, split, encode; cache effects)"
+            )
+    if notes:
+        lines += ["", "Where a batched request's server CPU goes:", "", *notes]
+    return "\n".join(lines)
 
 
 def contract_summary(results: list[Result]) -> str:
@@ -735,6 +860,9 @@ def main() -> None:
     parser.add_argument("--skip-bentoml", action="store_true")
     parser.add_argument("--only", default="", help="run only variants whose name contains this (e.g. slipway)")
     parser.add_argument("--baseline", default="", metavar="REV", help="also run the serving/ code of this revision")
+    parser.add_argument("--models", default=",".join(MODELS), help="models to measure (iris,gbm)")
+    parser.add_argument("--rows", default=",".join(map(str, ROWS)), help="rows per request (1,100)")
+    parser.add_argument("--connections", default=",".join(map(str, CONNECTIONS)), help="wrk connections (8,64)")
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     parser.add_argument("--package", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -748,6 +876,11 @@ def main() -> None:
         return None
     if args.save_mlflow:
         return save_mlflow_model(*args.save_mlflow)
+    chosen = (args.models.split(","), [int(r) for r in args.rows.split(",")],
+              [int(c) for c in args.connections.split(",")])  # fmt: skip
+    CELLS[:] = [c for c in CELLS if c[0] in chosen[0] and c[1] in chosen[1] and c[2] in chosen[2]]
+    for name, only in ONLY_IN.items():
+        ONLY_IN[name] = [c for c in only if c in CELLS]
     for tool in ("wrk", "taskset"):
         if not shutil.which(tool):
             raise SystemExit(f"{tool} is not installed")
@@ -760,6 +893,8 @@ def main() -> None:
           f"{', '.join(f'{k} {v}' for k, v in versions.items())}\n")  # fmt: skip
     print(table(results))
     print(f"\n{summary(results)}")
+    if batched := batching_summary(results):
+        print(f"\n{batched}")
     if extra := contract_summary(results):
         print(f"\n{extra}")
     out_dir = ROOT / "benchmarks" / "out"
