@@ -5,7 +5,8 @@
 #   - kills and removes all pod containers and sandboxes (ctr, namespace k8s.io), their network
 #     namespaces, the CNI bridge, IPAM and CNI cache entries, and unmounts volumes under the state dir;
 #   - deletes the iptables/ip6tables chains KUBE-* and CNI-* and the rules jumping to them (unless such
-#     chains were already there before the first up.sh), removes the kubepods cgroups;
+#     chains were already there before the first up.sh), and up.sh's FORWARD rule for pod-to-pod
+#     traffic; removes the kubepods cgroups;
 #   - restores the sysctls recorded by up.sh (kernel.panic, kernel.panic_on_oops, vm.overcommit_memory,
 #     net.ipv4.conf.all.route_localnet; net.ipv4.ip_forward only when Docker is not running).
 # Kept (so the next up.sh is a warm start): binaries, PKI, kubeconfig, etcd data (the API objects:
@@ -112,6 +113,9 @@ else
     done
     log "removed KUBE-*/CNI-* iptables chains"
 fi
+while iptables -w -D FORWARD -s "$CLUSTER_CIDR" -d "$CLUSTER_CIDR" -m comment --comment "$POD_FORWARD_RULE" -j ACCEPT 2>/dev/null; do
+    log "removed the FORWARD rule for pod-to-pod traffic"
+done
 for cg in /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/kubepods; do
     if [ -d "$cg" ]; then find "$cg" -depth -type d -exec rmdir {} \; 2>/dev/null || true; fi
 done

@@ -19,6 +19,7 @@ CNI_NETWORK=slipway-pods
 CNI_BRIDGE=slipway-cni0
 POD_SUBNET=10.244.0.0/24
 CLUSTER_CIDR=10.244.0.0/16
+POD_FORWARD_RULE="slipway-k8s: pods reach pods and Services"
 SERVICE_CIDR=10.96.0.0/16
 # Host settings changed by kubelet (panic, overcommit), kube-proxy (route_localnet) and the CNI
 # bridge plugin (ip_forward); up.sh records them before the first start, down.sh restores them.

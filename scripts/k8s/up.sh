@@ -58,6 +58,14 @@ if [ ! -s "$HOST_SETTINGS" ]; then
     log "recorded original host settings in $HOST_SETTINGS"
 fi
 
+# 1b. Pods reach each other, and Services (DNAT'ed to a pod before FORWARD), across the bridge:
+#    with bridge-nf-call-iptables on, bridged frames go through FORWARD, whose policy Docker sets
+#    to DROP. One rule, pod network to pod network only (down.sh removes it).
+if ! iptables -w -C FORWARD -s "$CLUSTER_CIDR" -d "$CLUSTER_CIDR" -m comment --comment "$POD_FORWARD_RULE" -j ACCEPT 2>/dev/null; then
+    iptables -w -I FORWARD -s "$CLUSTER_CIDR" -d "$CLUSTER_CIDR" -m comment --comment "$POD_FORWARD_RULE" -j ACCEPT
+    log "FORWARD accepts pod-to-pod traffic ($CLUSTER_CIDR)"
+fi
+
 # 2. The pause (sandbox) image, from the static pause binary: no pull from outside.
 if ! registry_has slipway/pause "$PAUSE_TAG"; then
     docker info >/dev/null 2>&1 || die "pause image missing in the registry and docker not answering: scripts/services/docker.sh up"
