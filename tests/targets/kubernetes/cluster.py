@@ -22,6 +22,7 @@ KUBECONFIG = K8S / "kubeconfig"
 SCRIPTS = (
     ("scripts/services/docker.sh", "up"),
     ("scripts/images/base.sh",),
+    ("scripts/images/locust.sh",),  # the in-cluster gate's image (gate.where: in_target); ~0.3 s when current
     ("scripts/k8s/build.sh",),  # nothing to do when the binaries are there; ~16 min when not
     ("scripts/k8s/up.sh",),  # ~10 s warm, ~1 s when up
 )
@@ -80,3 +81,11 @@ def prepull(image: ImageRef) -> None:
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
     _pulled.add(str(image))
+
+
+def gate_leftovers(cfg: KubernetesTarget) -> list[str]:
+    """Names of the in-cluster gate's Jobs and ConfigMaps still in ``cfg``'s namespace."""
+    api = config.new_client_from_config(cfg.kubeconfig)
+    jobs = client.BatchV1Api(api).list_namespaced_job(cfg.namespace).items
+    maps = client.CoreV1Api(api).list_namespaced_config_map(cfg.namespace, label_selector="slipway.io/role=gate").items
+    return [o.metadata.name for o in [*jobs, *maps]]
