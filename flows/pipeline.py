@@ -20,7 +20,7 @@ from slipway.settings import Settings, get_settings, resolve_api_key
 from slipway.spec import ReleaseSpec, load_spec
 from slipway.store import PackageStore, open_store
 from targets import make_target
-from targets.base import Target, TargetContext
+from targets.base import LoadRunner, Target, TargetContext
 from tasks import log_progress
 
 
@@ -41,6 +41,19 @@ class Pipeline:
     def target(self, stage: Stage) -> Target:
         return self.staging if stage is Stage.STAGING else self.production
 
+    @property
+    def gate_runner(self) -> LoadRunner | None:
+        """The staging target, when the spec runs the gate's load next to it (``gate.where: in_target``)."""
+        if self.spec.gate.where != "in_target":
+            return None
+        if not isinstance(self.staging, LoadRunner):
+            raise ConfigError(
+                f"gate.where is in_target, and the staging target ({self.staging.kind}) cannot run a load generator "
+                "next to itself",
+                hint="set gate.where: local, or stage on a target that can (kubernetes runs the gate as a Job)",
+            )
+        return self.staging
+
 
 def open_pipeline(spec_path: str, *, need_key: bool = True, check: bool = True) -> Pipeline:
     """Validate everything a run needs before it changes anything (``check``: the location too)."""
@@ -58,6 +71,7 @@ def open_pipeline(spec_path: str, *, need_key: bool = True, check: bool = True) 
     p = Pipeline(spec, settings, ledger, open_store(settings), api_key, target(Stage.STAGING), target(Stage.PRODUCTION))
     if check:
         check_location(p)
+        _ = p.gate_runner  # a gate the staging target cannot run is refused before anything changes
     return p
 
 

@@ -98,7 +98,7 @@ def _stage_gate_promote(p: Pipeline, rel: Release, pkg: ModelPackage) -> Release
     try:
         staged = deploy_staging(p.staging, rel, p.spec.timeouts(Stage.STAGING))
         report_dir = p.settings.path("reports", p.service, rel.id)
-        report = gate(staged, pkg.dir, p.spec.gate, p.api_key, report_dir, _cost(p))
+        report = gate(staged, pkg.dir, p.spec.gate, p.api_key, report_dir, _cost(p), p.gate_runner)
         p.store.publish_report(report_dir, p.service, rel.id)
         if not report.passed:
             raise GateFailed(rel.id, report.violations, report_path=report.html_report)

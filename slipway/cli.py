@@ -154,7 +154,8 @@ def plan(
                         else "nothing (both stages run the package itself)"),
         "push      " + (f"to {p.spec.image.repository}, pinned by digest" if image else "nothing"),
         f"staging   {_stage(p.staging)}",
-        f"gate      smoke on every golden sample, then {load.users} users for {load.duration_s:g} s; "
+        f"gate      smoke on every golden sample, then {load.users} users for {load.duration_s:g} s"
+        + (f" next to staging ({p.staging.kind})" if p.spec.gate.where == "in_target" else "") + "; "
         f"SLOs p95 ≤ {slo.p95_ms:g} ms, p99 ≤ {slo.p99_ms:g} ms, errors ≤ {slo.max_error_rate:.2%}, "
         f"≥ {slo.min_rps:g} req/s",
         f"promote   {_stage(p.production)}, replacing "

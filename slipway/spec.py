@@ -189,6 +189,11 @@ class KubernetesTarget(_TargetBase):
         default=0, ge=0, le=65535, description="Port on 127.0.0.1 the stage is forwarded to; 0: an ephemeral one."
     )
     drain_s: float = Field(default=2.0, ge=0, le=60, description="preStop delay so that traffic leaves a pod first.")
+    gate_image: str = Field(
+        default="127.0.0.1:5000/slipway/locust:bookworm",
+        description="Image of the in-cluster gate's Locust (gate.where: in_target; scripts/images/locust.sh builds "
+        "one); push it to a registry the cluster pulls from.",
+    )
     ready_timeout_s: float = Field(default=180.0, gt=0, description="How long to wait for a candidate's pods.")
     promote_timeout_s: float = Field(
         default=300.0, gt=0, description="How long the switch may take (rolling: the whole rolling update)."
@@ -300,6 +305,12 @@ class GateSettings(_Strict):
     smoke: bool = Field(default=True, description="Check every golden sample against staging first.")
     load: LoadProfile = Field(default_factory=LoadProfile)
     slo: Slo = Field(default_factory=Slo)
+    where: Literal["local", "in_target"] = Field(
+        default="local",
+        description="Where the load phase's Locust runs: local, on the machine that runs the flow; in_target, next "
+        "to staging where its target can run it (kubernetes: a Job in the namespace, against the Service by its "
+        "cluster DNS name), so the figures are the service's, not the network's or a port-forward's.",
+    )
 
 
 class ServingSettings(_Strict):

@@ -39,7 +39,7 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 from pydantic import SecretStr
 
@@ -194,6 +194,57 @@ class Target(Protocol):
 
     def changes(self) -> list[Change]:
         """What putting a new release live here would create, change and delete. Only reads."""
+        ...
+
+
+@dataclass(frozen=True)
+class LoadJob:
+    """A load generator to run next to a target: what the gate's load phase runs there.
+
+    ``files`` (path relative to the job's working directory → text) is all it runs from: the
+    locustfile, the modules it imports, the package manifest with the golden samples. ``argv`` is
+    the command after the interpreter (``-m locust ...``), run in that directory with it on the
+    module path; ``env`` holds no secret: the target sets ``key_env`` to the endpoint's API key
+    from where it keeps it (a Kubernetes Secret). ``outputs`` are files the command writes in its
+    working directory that come back in ``LoadOutput``; ``cores`` is the CPU it may use.
+    """
+
+    name: str
+    files: Mapping[str, str]
+    argv: tuple[str, ...]
+    env: Mapping[str, str]
+    key_env: str | None
+    outputs: tuple[str, ...]
+    cores: int = 1
+
+
+@dataclass(frozen=True)
+class LoadOutput:
+    """What a load job left: its exit code, its output files, the tail of its log, and how busy it
+    (its processes' CPU seconds over its wall time) and the machine it ran on were."""
+
+    exit_code: int
+    outputs: Mapping[str, str]
+    log_tail: str
+    cpu_s: float
+    wall_s: float
+    machine_busy_pct: float
+    where: str  # e.g. "kubernetes namespace slipway-staging, Job iris-gate-1a2b"
+
+
+@runtime_checkable
+class LoadRunner(Protocol):
+    """A target that can run the gate's load generator next to itself, as Flagger's load tester runs
+    in the cluster: the gate then measures the service, not the network (or the port-forward)
+    between the machine that runs the flow and the target (``gate.where: in_target``)."""
+
+    def load_endpoint(self, deployment: Deployment) -> Endpoint:
+        """The live ``deployment`` as reachable from where ``run_load`` runs (a Service's cluster DNS name)."""
+        ...
+
+    def run_load(self, deployment: Deployment, job: LoadJob, timeout_s: float) -> LoadOutput:
+        """Run ``job`` next to the target, against ``deployment``; ``TargetError`` if it cannot run
+        (a job that runs and fails is reported in ``LoadOutput.exit_code``)."""
         ...
 
 

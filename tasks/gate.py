@@ -8,7 +8,11 @@ this process with gevent):
          duration and ``--processes``
 
 Both get the endpoint (its URL, authentication, headers and routes) and the key through
-``gate_env``. Figures are Locust's own final stats, written by load_tests/predict.py as Locust exits (its CSV,
+``gate_env``. With ``gate.where: in_target`` the load phase runs next to staging instead, where its
+target can run a load generator (``targets.base.LoadRunner``: Kubernetes runs it as a Job in the
+namespace, against the Service by its cluster DNS name), from the same locustfile, the modules it
+imports and the package manifest (``load_job``); the smoke phase stays here, through the target's
+endpoint. Figures are Locust's own final stats, written by load_tests/predict.py as Locust exits (its CSV,
 kept for people, is rewritten once a second and misses the end of a run). The gate also measures
 its own CPU (from the kernel's accounting of the Locust processes): a load generator near 100 % of
 its cores measures itself, not the server, and the report says so. It measures how busy the whole machine was as well:
@@ -35,13 +39,22 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NONE
 from pydantic import SecretStr
 
+from serving.manifest import MANIFEST
 from slipway.costs import Price, Usage, per_thousand
 from slipway.errors import At, GateError, GateFailed
 from slipway.release import Endpoint
 from slipway.spec import GateSettings, LoadProfile, Slo
-from targets.base import Deployment
+from targets.base import Deployment, LoadJob, LoadRunner
 
-LOCUSTFILE = Path(__file__).resolve().parent.parent / "load_tests" / "predict.py"
+ROOT = Path(__file__).resolve().parent.parent
+LOCUSTFILE = ROOT / "load_tests" / "predict.py"
+# What the locustfile imports of Slipway's own code (the spine and serving, no more: tests/slipway/test_layers.py),
+# shipped with it to a load generator next to the target; the image there has Locust, pydantic and httpx.
+LOCUSTFILE_MODULES = (
+    "load_tests/__init__.py", "load_tests/predict.py", "serving/__init__.py", "serving/contract.py",
+    "serving/manifest.py", "slipway/__init__.py", "slipway/errors.py", "slipway/http.py", "slipway/release.py",
+)  # fmt: skip
+IN_TARGET_SLACK_S = 180.0  # beyond the load's duration: scheduling, the image pull, Locust's start and stop
 SATURATED_CPU_PCT = 90.0
 
 
@@ -81,6 +94,7 @@ class GateReport:
     html_report: str = ""
     cost_per_1000_usd: float | None = None  # on production's sizing, at the throughput measured here
     cost_note: str = ""  # how it was computed, or why it was not
+    where: str = "local"  # where the load phase's Locust ran: this machine, or next to the target
 
     @property
     def passed(self) -> bool:
@@ -118,7 +132,7 @@ class GateReport:
             "error_rate": load.error_rate, "processes": self.profile.processes, "users": self.profile.users,
             "duration_s": self.profile.duration_s if self.load else 0.0, "html_report": self.html_report,
             "passed": self.passed, "checks": [asdict(c) for c in self.checks],
-            "cost_per_1000_usd": self.cost_per_1000_usd, "cost_note": self.cost_note,
+            "cost_per_1000_usd": self.cost_per_1000_usd, "cost_note": self.cost_note, "where": self.where,
         }  # fmt: skip
 
     def to_markdown(self) -> str:
@@ -141,8 +155,8 @@ class GateReport:
                 *rows,
                 "",
                 f"{load.requests} requests, {load.failures} failed, {profile.users} users for "
-                f"{profile.duration_s:.0f} s; p50 {load.p50_ms:.1f} ms; gate CPU {load.gate_cpu_pct:.0f}% of "
-                f"{profile.processes} core(s), machine {load.machine_busy_pct:.0f}% busy"
+                f"{profile.duration_s:.0f} s; p50 {load.p50_ms:.1f} ms; Locust ran {self.where}; gate CPU "
+                f"{load.gate_cpu_pct:.0f}% of {profile.processes} core(s), machine {load.machine_busy_pct:.0f}% busy"
                 + (" — **saturated: figures bounded by the load generator**" if self.saturated else "")
                 + (" — **machine saturated**" if self.machine_saturated and not self.saturated else ""),
                 "",
@@ -194,9 +208,18 @@ def gate_env(endpoint: Endpoint, package_dir: Path, api_key: SecretStr | None, b
 
 
 def run_gate(
-    deployment: Deployment, package_dir: Path, gate: GateSettings, api_key: SecretStr | None, report_dir: Path
+    deployment: Deployment,
+    package_dir: Path,
+    gate: GateSettings,
+    api_key: SecretStr | None,
+    report_dir: Path,
+    runner: LoadRunner | None = None,
 ) -> GateReport:
-    """Run smoke then load against ``deployment``'s endpoint; return the report, judged by the SLOs."""
+    """Run smoke then load against ``deployment``'s endpoint; return the report, judged by the SLOs.
+
+    With ``runner`` (the staging target, when ``gate.where`` is ``in_target``) the load phase runs next
+    to the target, against its own address for the release (``LoadRunner.load_endpoint``).
+    """
     report_dir.mkdir(parents=True, exist_ok=True)
     endpoint, load = deployment.endpoint, gate.load
     env = gate_env(endpoint, package_dir, api_key, load.batch_size)
@@ -204,28 +227,72 @@ def run_gate(
         smoke_failures = run_smoke(endpoint.url, env, report_dir)
         if smoke_failures:  # wrong answers fail the gate whatever the load figures: skip the load phase
             return GateReport(deployment.release.id, load, smoke_failures, None)
+    if runner is not None:
+        measured, where = _load_in_target(runner, deployment, package_dir, load, report_dir)
+    else:
+        measured, where = _load_here(endpoint, env, load, report_dir), "on this machine"
+    return GateReport(deployment.release.id, load, [], measured, _judge(measured, gate.slo),
+                      str(report_dir / "locust.html"), where=where)  # fmt: skip
+
+
+def _load_here(endpoint: Endpoint, env: dict[str, str], load: LoadProfile, report_dir: Path) -> LoadResult:
     busy_before = _machine_busy_s()
     cpu_s, wall_s = _locust(
         endpoint.url,
         "LoadUser",
-        ["-u", str(load.users), "-r", str(load.spawn_rate), "-t", f"{load.duration_s:g}s",
-         *_processes(load.processes), "--html", str(report_dir / "locust.html")],
+        [*_load_args(load), "--html", str(report_dir / "locust.html")],
         env | {"SLIPWAY_GATE_STATS": str(report_dir / "load.json")},
         report_dir / "load",
-    )  # fmt: skip
+    )
+    busy = 100.0 * (_machine_busy_s() - busy_before) / wall_s / (os.cpu_count() or 1) if wall_s else 0.0
+    return _measured(load_figures(report_dir / "load.json"), cpu_s, wall_s, load.processes, busy)
+
+
+def _load_in_target(
+    runner: LoadRunner, deployment: Deployment, package_dir: Path, load: LoadProfile, report_dir: Path
+) -> tuple[LoadResult, str]:
+    endpoint = runner.load_endpoint(deployment)
+    out = runner.run_load(deployment, load_job(endpoint, package_dir, load), load.duration_s + IN_TARGET_SLACK_S)
+    (report_dir / "load.log").write_text(out.log_tail)
+    for name, text in out.outputs.items():
+        (report_dir / name).write_text(text)
+    if out.exit_code != 0:
+        raise GateError(f"Locust (LoadUser) exited with code {out.exit_code} in {out.where}:\n{out.log_tail[-2000:]}",
+                        at=At("gate", "LoadUser", endpoint.url), hint=f"read {report_dir / 'load.log'}")  # fmt: skip
     figures = load_figures(report_dir / "load.json")
-    measured = LoadResult(
+    return _measured(figures, out.cpu_s, out.wall_s, load.processes, out.machine_busy_pct), out.where
+
+
+def load_job(endpoint: Endpoint, package_dir: Path, load: LoadProfile) -> LoadJob:
+    """The load phase as a job for a load generator next to the target: the locustfile and the modules it
+    imports, the package manifest (its golden samples), Locust's arguments and environment; no key
+    (the target sets SLIPWAY_API_KEY from where it keeps it)."""
+    files = {path: (ROOT / path).read_text() for path in LOCUSTFILE_MODULES}
+    files[f"package/{MANIFEST}"] = (package_dir / MANIFEST).read_text()
+    argv = ("-m", "locust", "-f", "load_tests/predict.py", "LoadUser", *_common_args(endpoint.url, "load"),
+            *_load_args(load), "--html", "locust.html")  # fmt: skip
+    env = {"SLIPWAY_GATE_ENDPOINT": endpoint.to_json(), "SLIPWAY_GATE_PACKAGE": "package",
+           "SLIPWAY_GATE_BATCH": str(load.batch_size), "SLIPWAY_GATE_STATS": "load.json"}  # fmt: skip
+    key_env = "SLIPWAY_API_KEY" if endpoint.requires_auth else None
+    return LoadJob("load", files, argv, env, key_env, ("load.json", "locust.html"), load.processes)
+
+
+def _load_args(load: LoadProfile) -> list[str]:
+    return ["-u", str(load.users), "-r", str(load.spawn_rate), "-t", f"{load.duration_s:g}s",
+            *_processes(load.processes)]  # fmt: skip
+
+
+def _measured(figures: LoadFigures, cpu_s: float, wall_s: float, processes: int, busy_pct: float) -> LoadResult:
+    return LoadResult(
         requests=figures.requests,
         failures=figures.failures,
         rps=figures.rps,
         p50_ms=figures.percentile(0.50),
         p95_ms=figures.percentile(0.95),
         p99_ms=figures.percentile(0.99),
-        gate_cpu_pct=100.0 * cpu_s / wall_s / load.processes if wall_s else 0.0,
-        machine_busy_pct=100.0 * (_machine_busy_s() - busy_before) / wall_s / (os.cpu_count() or 1) if wall_s else 0.0,
+        gate_cpu_pct=100.0 * cpu_s / wall_s / processes if wall_s else 0.0,
+        machine_busy_pct=busy_pct,
     )
-    return GateReport(deployment.release.id, load, [], measured, _judge(measured, gate.slo),
-                      str(report_dir / "locust.html"))  # fmt: skip
 
 
 def check(report: GateReport) -> GateReport:
@@ -264,11 +331,7 @@ def _processes(n: int) -> list[str]:
 
 def _locust(url: str, user: str, args: list[str], env: dict[str, str], prefix: Path) -> tuple[float, float]:
     """Run one headless Locust; return (CPU seconds of it and its workers, wall seconds)."""
-    cmd = [
-        sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), user, "--headless", "--only-summary",
-        "--host", url, "--csv", str(prefix), "--exit-code-on-error", "0", "--stop-timeout", "5",
-        "--loglevel", "WARNING", *args,
-    ]  # fmt: skip
+    cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), user, *_common_args(url, str(prefix)), *args]
     log = prefix.with_suffix(".log")
     started = time.monotonic()
     with log.open("wb") as out:
@@ -281,6 +344,11 @@ def _locust(url: str, user: str, args: list[str], env: dict[str, str], prefix: P
         raise GateError(f"Locust ({user}) exited with code {proc.returncode}:\n{tail}", at=At("gate", user, url),
                         hint=f"read {log}")  # fmt: skip
     return usage.ru_utime + usage.ru_stime, wall
+
+
+def _common_args(url: str, csv_prefix: str) -> list[str]:
+    return ["--headless", "--only-summary", "--host", url, "--csv", csv_prefix, "--exit-code-on-error", "0",
+            "--stop-timeout", "5", "--loglevel", "WARNING"]  # fmt: skip
 
 
 def _machine_busy_s() -> float:
@@ -349,9 +417,10 @@ def gate(
     api_key: SecretStr | None,
     report_dir: Path,
     cost: CostBasis,
+    runner: LoadRunner | None = None,
 ) -> GateReport:
     """The gate as a Prefect task: runs it, prices a prediction, publishes the table as a markdown artifact."""
-    report = priced(run_gate(deployment, package_dir, settings, api_key, report_dir), cost)
+    report = priced(run_gate(deployment, package_dir, settings, api_key, report_dir, runner), cost)
     create_markdown_artifact(
         key=f"gate-{deployment.release.service}",
         markdown=report.to_markdown(),

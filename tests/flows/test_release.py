@@ -126,6 +126,19 @@ def test_missing_api_key_changes_nothing(spec_v1: Path, state_dir: Path, monkeyp
 
 
 @pytest.mark.fault("bad input")
+@pytest.mark.usefixtures("api_key")
+def test_a_gate_in_target_on_a_target_that_cannot_run_it_changes_nothing(
+    write_spec: SpecWriter, state_dir: Path
+) -> None:
+    spec = write_spec(gate__where="in_target")
+    with pytest.raises(ConfigError, match=r"staging target \(local\) cannot run a load generator") as info:
+        release(str(spec))
+    assert "gate.where: local" in info.value.hint
+    assert not _listening(_port(spec, "staging")) and not _listening(_port(spec, "production"))
+    assert not (state_dir / "ledger.sqlite").exists()
+
+
+@pytest.mark.fault("bad input")
 def test_unwritable_ledger_fails_before_anything_is_deployed(
     spec_v1: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
