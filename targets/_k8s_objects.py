@@ -213,3 +213,64 @@ def hpa(n: Names, workload: str, cfg: KubernetesConfig, group_version: str) -> d
         target = {"type": "Utilization", "averageUtilization": cfg.target_cpu_percent}
         spec["metrics"] = [{"type": "Resource", "resource": {"name": "cpu", "target": target}}]
     return {"kind": "HorizontalPodAutoscaler", "metadata": n.meta(workload), "spec": spec}
+
+
+GATE = "gate"  # the role of the in-cluster gate's pod: never selected by a Service, a PDB or an HPA
+GATE_CONTAINER = "locust"
+GATE_SOURCE, GATE_WORK = "/slipway-gate", "/work"
+
+
+def gate_config_map(n: Names, name: str, data: dict[str, str]) -> dict[str, Any]:
+    """The in-cluster gate's files: its runner, the job's description and every file it runs from."""
+    return {"metadata": n.meta(name, GATE), "data": data}
+
+
+def gate_job(
+    n: Names, cfg: KubernetesConfig, *, name: str, config_map: str, env: dict[str, str], key_env: str | None,
+    secret: str | None, cores: int, host: str, service_ip: str, deadline_s: int,
+) -> dict[str, Any]:  # fmt: skip
+    """A Job of one pod that runs the gate's load generator (``cfg.gate_image``) next to the stage:
+    non-root, read-only root filesystem, no service-account token, the API key from the release's
+    Secret, and ``host`` (the Service's cluster DNS name) resolving to its ClusterIP also where the
+    cluster has no DNS add-on."""
+    variables: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in sorted(env.items())]
+    if key_env and secret:
+        variables.append({"name": key_env, "valueFrom": {"secretKeyRef": {"name": secret, "key": "api-key"}}})
+    image = cfg.gate_image
+    container = {
+        "name": GATE_CONTAINER,
+        "image": image,
+        "imagePullPolicy": "IfNotPresent" if "@sha256:" in image else "Always",  # a tag may have moved
+        "command": ["python3", f"{GATE_SOURCE}/runner.py", GATE_SOURCE, GATE_WORK],
+        "env": variables,
+        "resources": {"requests": {"cpu": str(cores), "memory": "128Mi"},  # the instrument's CPU, not a share of it
+                      "limits": {"cpu": str(cores), "memory": f"{256 * (cores + 1)}Mi"}},
+        "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                            "capabilities": {"drop": ["ALL"]}},
+        "volumeMounts": [{"name": "source", "mountPath": GATE_SOURCE, "readOnly": True},
+                         {"name": "work", "mountPath": GATE_WORK}, {"name": "tmp", "mountPath": "/tmp"}],
+    }  # fmt: skip
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "containers": [container],
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "hostAliases": [{"ip": service_ip, "hostnames": [host]}],
+        "securityContext": {"runAsNonRoot": True, "runAsUser": SERVER_UID, "runAsGroup": SERVER_UID,
+                            "seccompProfile": {"type": "RuntimeDefault"}},
+        "volumes": [{"name": "source", "configMap": {"name": config_map}},
+                    {"name": "work", "emptyDir": {"sizeLimit": "64Mi"}},
+                    {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}}],
+    }  # fmt: skip
+    if cfg.image_pull_secret:
+        pod_spec["imagePullSecrets"] = [{"name": cfg.image_pull_secret}]
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": n.meta(name, GATE),
+        "spec": {
+            "backoffLimit": 0,
+            "activeDeadlineSeconds": deadline_s,
+            "template": {"metadata": {"labels": n.labels(GATE)}, "spec": pod_spec},
+        },
+    }

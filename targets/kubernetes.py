@@ -41,8 +41,21 @@ from slipway.spec import Timeouts
 from targets import _k8s_objects as obj
 from targets._k8s_api import HPA_VERSIONS, PDB_VERSIONS, RawResource, calls, connect, served_version
 from targets._k8s_forward import Forwarder
+from targets._k8s_load import run_job
 from targets._k8s_pods import diagnose, summary
-from targets.base import IMAGE, Capabilities, Change, Deployment, Facts, StageStatus, TargetContext, no_shift, put_live
+from targets.base import (
+    IMAGE,
+    Capabilities,
+    Change,
+    Deployment,
+    Facts,
+    LoadJob,
+    LoadOutput,
+    StageStatus,
+    TargetContext,
+    no_shift,
+    put_live,
+)
 
 _LIVE = "slipway.io/release-id"
 
@@ -74,6 +87,10 @@ class KubernetesClusterTarget:
     @cached_property
     def apps(self) -> client.AppsV1Api:
         return client.AppsV1Api(self.api)
+
+    @cached_property
+    def batch(self) -> client.BatchV1Api:
+        return client.BatchV1Api(self.api)
 
     @cached_property
     def hpas(self) -> RawResource:
@@ -162,6 +179,37 @@ class KubernetesClusterTarget:
     def rollback(self, release: Release, timeouts: Timeouts) -> Deployment:
         return put_live(self, release, timeouts)
 
+    # --- the gate next to the stage (targets.base.LoadRunner) --------------------------------------
+
+    def load_endpoint(self, deployment: Deployment) -> Endpoint:
+        """The stage's Service by its cluster DNS name, once ``deployment`` is what it serves."""
+        live = self._live_release()
+        if live != deployment.release.id:
+            raise ConfigError(
+                f"the in-cluster gate measures the stage's Service, and it serves {live or 'nothing'}, not release "
+                f"{deployment.release.id}", at=self._at("gate"), hint="put the release live on the stage first",
+            )  # fmt: skip
+        return Endpoint(self._service_url(), self.ctx.auth)
+
+    def run_load(self, deployment: Deployment, job: LoadJob, timeout_s: float) -> LoadOutput:
+        """``job`` as a Job of one pod in the stage's namespace (``targets._k8s_load``), the API key
+        from the release's Secret, the Service addressed by its cluster DNS name."""
+        n = self._names(deployment.release)
+        svc = self._service()
+        if svc is None or not svc.spec.cluster_ip or svc.spec.cluster_ip == "None":
+            raise ConfigError("the stage has no Service with a cluster IP for the in-cluster gate", at=self._at("gate"),
+                              hint="put a release live on the stage first")  # fmt: skip
+        key = self.ctx.key_for_deploy()
+
+        def manifest(**kw: Any) -> dict[str, Any]:
+            return obj.gate_job(n, self.config, **kw)
+
+        return run_job(
+            self.core, self.batch, n, self.namespace, manifest, job, secret=n.secret if key else None,
+            host=self._service_host(), service_ip=str(svc.spec.cluster_ip), timeout_s=timeout_s,
+            progress=self.ctx.progress, delete=self._delete,
+        )  # fmt: skip
+
     def endpoint(self) -> Endpoint | None:
         return self._stable() if self._live_release() else None
 
@@ -179,6 +227,10 @@ class KubernetesClusterTarget:
                 raise
             for svc in self.core.list_namespaced_service(self.namespace, label_selector=selector).items:
                 self._delete(self.core.delete_namespaced_service, svc.metadata.name)
+            for job in self.batch.list_namespaced_job(self.namespace, label_selector=selector).items:
+                self._delete(self.batch.delete_namespaced_job, job.metadata.name)  # an in-cluster gate a kill left
+            for cm in self.core.list_namespaced_config_map(self.namespace, label_selector=selector).items:
+                self._delete(self.core.delete_namespaced_config_map, cm.metadata.name)
             self._retire(keep_workload=None, keep_secret=None)
 
     def describe(self) -> StageStatus:
@@ -306,9 +358,14 @@ class KubernetesClusterTarget:
     def _names(self, release: Release) -> obj.Names:
         return obj.Names(self.ctx.service, self.ctx.model, self.stage.value, release)
 
+    def _service_host(self) -> str:
+        return f"{self.service}.{self.namespace}.svc.cluster.local"
+
+    def _service_url(self) -> str:
+        return f"http://{self._service_host()}"
+
     def _stable(self) -> Endpoint:
-        public = f"http://{self.service}.{self.namespace}.svc.cluster.local"
-        return Endpoint(self._forwarder("", self._service_selector).url, self.ctx.auth, public_url=public)
+        return Endpoint(self._forwarder("", self._service_selector).url, self.ctx.auth, public_url=self._service_url())
 
     def _forwarder(self, key: str, selector: Any) -> Forwarder:
         if key not in self._forwarders:

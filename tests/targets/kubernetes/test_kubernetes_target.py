@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -13,31 +13,13 @@ import pytest
 from kubernetes import client, config
 
 from slipway.errors import TargetError
-from slipway.release import ImageRef, Release, Stage
+from slipway.release import ImageRef, Release
 from slipway.spec import Timeouts
-from targets import make_target
-from targets.base import Target, put_live
+from targets.base import put_live
 from tests.images import build_and_push
 from tests.load import Load
-from tests.targets.fixtures import context
-from tests.targets.kubernetes.cluster import config_for, namespace
 
 pytestmark = pytest.mark.usefixtures("k8s_cluster")
-
-
-@pytest.fixture
-def make(state_dir: Path, api_key: str, request: pytest.FixtureRequest) -> Iterator[object]:
-    made: list[Target] = []
-
-    def factory(**overrides: object) -> Target:
-        ctx = context(Stage.PRODUCTION, state_dir, api_key)
-        target = make_target(config_for(namespace(f"{request.node.name}-{len(made)}"), **overrides), ctx)
-        made.append(target)
-        return target
-
-    yield factory
-    for target in made:
-        target.teardown()
 
 
 def apis(kubeconfig: Path) -> tuple[client.CoreV1Api, client.AppsV1Api, client.ApiClient]:
