@@ -243,7 +243,7 @@ def gate_job(
         "imagePullPolicy": "IfNotPresent" if "@sha256:" in image else "Always",  # a tag may have moved
         "command": ["python3", f"{GATE_SOURCE}/runner.py", GATE_SOURCE, GATE_WORK],
         "env": variables,
-        "resources": {"requests": {"cpu": str(cores), "memory": "128Mi"},  # the instrument's CPU, not a share of it
+        "resources": {"requests": {"cpu": f"{500 * cores}m", "memory": "128Mi"},
                       "limits": {"cpu": str(cores), "memory": f"{256 * (cores + 1)}Mi"}},
         "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
                             "capabilities": {"drop": ["ALL"]}},

@@ -23,16 +23,16 @@ pytestmark = pytest.mark.locust
 def _settings() -> GateSettings:
     return GateSettings.model_validate(
         {"load": {"users": 32, "spawn_rate": 32, "duration_s": 4},
-         "slo": {"p95_ms": 2000, "p99_ms": 4000, "min_rps": 1}}
-    )  # fmt: skip
+         "slo": {"p95_ms": 10_000, "p99_ms": 20_000, "min_rps": 1}}
+    )  # fmt: skip  # both gates measure: a busy node must not stop either
 
 
 def test_the_in_cluster_gate_measures_the_service_not_the_port_forward(  # type: ignore[no-untyped-def]
     make, releases: dict[str, Release], api_key: str, tmp_path: Path
 ) -> None:
-    # the server's pod requests a whole core: on this shared 2-core node, 50m would give it a
+    # the server's pod requests half a core: on this shared 2-core node, 50m would give it a
     # twentieth of the CPU weight of every other process, and both gates would measure that
-    target = make(Stage.STAGING, cpu_request="1")
+    target = make(Stage.STAGING, cpu_request="500m")
     staged = put_live(target, releases["v1"], TIMEOUTS)
     package, key, settings = releases["v1"].package_dir, SecretStr(api_key), _settings()
     forwarded = check(run_gate(staged, package, settings, key, tmp_path / "forwarded"))
