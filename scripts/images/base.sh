@@ -57,11 +57,5 @@ else
     log "imported $TAG: $(docker run --rm --network none "$TAG" python3 --version)"
 fi
 
-if registry_up; then
-    docker tag "$TAG" "$SLIPWAY_REGISTRY/$TAG"
-    docker push -q "$SLIPWAY_REGISTRY/$TAG" >/dev/null # layers already there: a second, no upload
-    log "pushed $SLIPWAY_REGISTRY/$TAG"
-else
-    die "registry $SLIPWAY_REGISTRY not answering (scripts/services/docker.sh up): $TAG built but not pushed"
-fi
+push_local "$TAG"
 log "done in $(since "$T0")"

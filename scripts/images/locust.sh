@@ -72,20 +72,10 @@ LABEL io.slipway.recipe=$RECIPE
 USER 10001:10001
 ENTRYPOINT ["python3"]
 EOF
-    log "docker build $TAG (network none)"
-    if ! DOCKER_BUILDKIT=0 docker build --network none -t "$TAG" "$CTX" >"$L/build.log" 2>&1; then
-        tail -n 30 "$L/build.log" >&2
-        die "docker build failed (log: $L/build.log)"
-    fi
+    build_offline "$TAG" "$CTX" "$L/build.log"
     rm -rf "$CTX"
     log "built $TAG: $(docker run --rm --network none "$TAG" -m locust --version 2>&1 | tail -n 1)"
 fi
 
-if registry_up; then
-    docker tag "$TAG" "$SLIPWAY_REGISTRY/$TAG"
-    docker push -q "$SLIPWAY_REGISTRY/$TAG" >/dev/null
-    log "pushed $SLIPWAY_REGISTRY/$TAG"
-else
-    die "registry $SLIPWAY_REGISTRY not answering (scripts/services/docker.sh up): $TAG built but not pushed"
-fi
+push_local "$TAG"
 log "done in $(since "$T0")"

@@ -67,20 +67,10 @@ EXPOSE 80
 STOPSIGNAL SIGQUIT
 CMD ["nginx", "-g", "daemon off;"]
 EOF
-    log "docker build $TAG (network none)"
-    if ! DOCKER_BUILDKIT=0 docker build --network none -t "$TAG" "$CTX" >"$N/build.log" 2>&1; then
-        tail -n 30 "$N/build.log" >&2
-        die "docker build failed (log: $N/build.log)"
-    fi
+    build_offline "$TAG" "$CTX" "$N/build.log"
     rm -rf "$CTX" "$N/root"
     log "built $TAG: $(docker run --rm --network none "$TAG" nginx -v 2>&1)"
 fi
 
-if registry_up; then
-    docker tag "$TAG" "$SLIPWAY_REGISTRY/$TAG"
-    docker push -q "$SLIPWAY_REGISTRY/$TAG" >/dev/null
-    log "pushed $SLIPWAY_REGISTRY/$TAG"
-else
-    die "registry $SLIPWAY_REGISTRY not answering (scripts/services/docker.sh up): $TAG built but not pushed"
-fi
+push_local "$TAG"
 log "done in $(since "$T0")"

@@ -113,3 +113,21 @@ registry_has() {
 }
 
 registry_up() { curl -sf -o /dev/null "http://$SLIPWAY_REGISTRY/v2/"; }
+
+# build_offline TAG CONTEXT LOG: `docker build --network none` of CONTEXT as TAG, its output in LOG
+# (the last lines shown when it fails).
+build_offline() {
+    log "docker build $1 (network none)"
+    if ! DOCKER_BUILDKIT=0 docker build --network none -t "$1" "$2" >"$3" 2>&1; then
+        tail -n 30 "$3" >&2
+        die "docker build failed (log: $3)"
+    fi
+}
+
+# push_local TAG: tags TAG into the local registry and pushes it (layers already there: no upload).
+push_local() {
+    registry_up || die "registry $SLIPWAY_REGISTRY not answering (scripts/services/docker.sh up): $1 built but not pushed"
+    docker tag "$1" "$SLIPWAY_REGISTRY/$1"
+    docker push -q "$SLIPWAY_REGISTRY/$1" >/dev/null
+    log "pushed $SLIPWAY_REGISTRY/$1"
+}
