@@ -90,7 +90,7 @@ from common import PY, ROOT
 sys.path.insert(0, str(ROOT))
 
 from examples.iris.train import train
-from slipway.ledger import open_ledger
+from slipway.ledgers import open_ledger
 from slipway.settings import Settings
 from slipway.spec import load_spec
 from tasks._build import deps_key, requirements

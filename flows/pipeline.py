@@ -14,7 +14,8 @@ from prefect.runtime import flow_run
 from pydantic import SecretStr
 
 from slipway.errors import ConfigError
-from slipway.ledger import Action, Ledger, open_ledger
+from slipway.ledger import Action, Ledger
+from slipway.ledgers import open_ledger
 from slipway.release import Stage
 from slipway.settings import Settings, get_settings, resolve_api_key
 from slipway.spec import ReleaseSpec, load_spec

@@ -23,7 +23,8 @@ from rich.text import Text
 from flows.pipeline import open_pipeline
 from serving.manifest import read_manifest
 from slipway.errors import SlipwayError
-from slipway.ledger import Ledger, Outcome, ReleaseRecord, ledger_at, migrate, open_ledger
+from slipway.ledger import Ledger, Outcome, ReleaseRecord, migrate
+from slipway.ledgers import ledger_at, open_ledger
 from slipway.recommend import recommend as decide
 from slipway.release import ArtifactKind, AuthScheme, Stage
 from slipway.settings import Settings, resolve_api_key

@@ -27,10 +27,10 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
-from slipway.errors import ConfigError, LedgerError
+from slipway.errors import LedgerError
 from slipway.locking import service_lock
 from slipway.release import ImageRef, Release, Stage, now
-from slipway.settings import Settings, get_settings
+from slipway.settings import get_settings
 from slipway.sqlite import transaction
 from slipway.store import PACKAGES, location_of
 
@@ -307,22 +307,3 @@ def from_row(row: Any, packages: Path) -> ReleaseRecord:
         release, row["staging_kind"], row["production_kind"], Outcome(row["outcome"]), json.loads(row["gate"]),
         row["error"], row["started_at"], row["finished_at"], row["flow_run_id"], row["trigger"],
     )  # fmt: skip
-
-
-def open_ledger(settings: Settings) -> Ledger:
-    """The ledger of ``SLIPWAY_LEDGER_URL``: a SQLite file in the state directory unless set."""
-    return ledger_at(settings.ledger_url or f"sqlite:///{settings.path('ledger.sqlite')}", settings.path(PACKAGES))
-
-
-def ledger_at(url: str, packages: Path | None = None) -> Ledger:
-    if url.startswith("sqlite:///"):
-        return SqliteLedger(Path(url.removeprefix("sqlite:///")), packages)
-    if url.startswith(("postgresql://", "postgres://")):
-        from slipway.postgres import PostgresLedger  # psycopg only where a team's ledger is used
-
-        return PostgresLedger(url, packages)
-    scheme = url.split(":", 1)[0]
-    raise ConfigError(
-        f"the ledger URL has the unsupported scheme {scheme!r}",
-        hint="use sqlite:///PATH (the default, one machine) or postgresql://USER@HOST:PORT/DB (a team's)",
-    )

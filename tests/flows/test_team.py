@@ -27,7 +27,8 @@ import psutil
 import pytest
 import yaml
 
-from slipway.ledger import Outcome, ledger_at
+from slipway.ledger import Outcome
+from slipway.ledgers import ledger_at
 from slipway.release import Stage
 from slipway.store import location_of
 from tests.conftest import REPO, free_port, fresh_database, spec_file

@@ -21,10 +21,9 @@ from slipway.ledger import (
     Outcome,
     ReleaseRecord,
     SqliteLedger,
-    ledger_at,
     migrate,
-    open_ledger,
 )
+from slipway.ledgers import ledger_at, open_ledger
 from slipway.release import ImageRef, Release, Stage, now
 from slipway.settings import Settings, get_settings
 from tests.conftest import free_port
@@ -116,7 +115,7 @@ def _hold(ledger_url: str, service: str = "iris", seconds: float = 3) -> subproc
     """Another process (a deploy on another worker) that holds the lock of ``service``."""
     holder = subprocess.Popen(
         [sys.executable, "-c",
-         "import sys, time; from slipway.ledger import ledger_at\n"
+         "import sys, time; from slipway.ledgers import ledger_at\n"
          "with ledger_at(sys.argv[1]).lock(sys.argv[2], timeout_s=0, purpose='deploy'):\n"
          "    print('held', flush=True); time.sleep(float(sys.argv[3]))",
          ledger_url, service, str(seconds)],
@@ -223,7 +222,7 @@ def test_cli_migrate_says_what_it_moved_and_how_to_use_it(
 @pytest.mark.postgres
 def test_a_second_process_finds_the_schema_migrated(postgres_url: str) -> None:
     """Processes that start at once on an empty database migrate it once between them."""
-    script = "import sys; from slipway.ledger import ledger_at; ledger_at(sys.argv[1]).check_writable()"
+    script = "import sys; from slipway.ledgers import ledger_at; ledger_at(sys.argv[1]).check_writable()"
     procs = [subprocess.Popen([sys.executable, "-c", script, postgres_url]) for _ in range(3)]
     assert [p.wait() for p in procs] == [0, 0, 0]
     ledger_at(postgres_url).start(_record("r1"))

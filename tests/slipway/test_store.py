@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 from serving.manifest import read_manifest
 from slipway.cli import app
 from slipway.errors import ConfigError, StoreError
-from slipway.ledger import SqliteLedger, ledger_at, migrate
+from slipway.ledger import SqliteLedger, migrate
+from slipway.ledgers import ledger_at
 from slipway.settings import Settings
 from slipway.store import location_of, open_store, store_at
 from tasks.package import ModelPackage

@@ -15,7 +15,8 @@ from kubernetes import client, config
 from flows.release import release
 from flows.teardown import teardown
 from slipway.errors import GateFailed
-from slipway.ledger import Outcome, open_ledger
+from slipway.ledger import Outcome
+from slipway.ledgers import open_ledger
 from slipway.release import Stage
 from slipway.settings import get_settings
 from tests.conftest import SpecWriter
