@@ -53,8 +53,8 @@ def map_error(exc: Exception, operation: str, resource: str) -> TargetError | Co
             return TargetError(
                 f"forbidden ({reason})", at=at,
                 hint="the kubeconfig's user lacks RBAC permission for this: grant a Role in the namespace with "
-                "deployments, services, secrets, pods, pods/log, pods/portforward, poddisruptionbudgets and "
-                "horizontalpodautoscalers (see docs/targets/kubernetes.md)",
+                "deployments, deployments/scale, services, secrets, pods, pods/log, pods/portforward, "
+                "poddisruptionbudgets and horizontalpodautoscalers (see docs/targets/kubernetes.md)",
             )  # fmt: skip
         if status == 401:
             return ConfigError(
