@@ -53,10 +53,8 @@ RUN_TIMEOUT_S = 420
 
 @dataclass(frozen=True)
 class Pool:
-    env: dict[str, str]  # of the CLI and the worker on this host
     tmp: Path
-    specs: Path  # mounted into the Jobs at the same path
-    v1: Path
+    v1: Path  # in the specs folder the Jobs mount at the same path
     v2: Path
     ledger_url: str
     api_key: str
@@ -204,7 +202,7 @@ def pool(
                 mp.setenv("KUBECONFIG", str(KUBECONFIG))
                 cfg = KubernetesTarget(namespace=stage_ns["production"], kubeconfig=str(KUBECONFIG))
                 production = make_target(cfg, context(Stage.PRODUCTION, tmp / "probe", api_key))
-                yield Pool(env, tmp, specs, paths[0], paths[1], ledger_url, api_key, flows_ns, stage_ns, production)
+                yield Pool(tmp, paths[0], paths[1], ledger_url, api_key, flows_ns, stage_ns, production)
         finally:
             if worker is not None:
                 worker.terminate()
