@@ -106,7 +106,7 @@ def template(
     container = run_v2.Container(
         name="server",
         image=str(release.require_image()),
-        args=["--workers", str(config.workers)],
+        args=["--workers", str(config.workers), *ctx.server_args],
         ports=[run_v2.ContainerPort(name="http1", container_port=CLOUD_RUN_PORT)],
         env=env,
         resources=run_v2.ResourceRequirements(

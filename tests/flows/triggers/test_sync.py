@@ -121,7 +121,7 @@ def test_a_registry_event_creates_a_run_of_that_models_release(folder: Path) -> 
         resource={"prefect.resource.id": "mlflow.model.alpha", "model": "alpha", "version": "7"},
     )  # fmt: skip
     deps = _synced()
-    (run,) = wait_for("a run of release/alpha", lambda: _runs_of(deps["release/alpha"]), timeout=60)
+    (run,) = wait_for("a run of release/alpha", lambda: _runs_of(deps["release/alpha"]), timeout=120)
     assert run.parameters == {
         "spec_path": str(folder / "alpha.yaml"), "trigger": f"event:{event_id}", "strict": False, "version": "7"
     }  # fmt: skip

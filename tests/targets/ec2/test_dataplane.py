@@ -86,7 +86,8 @@ def test_an_instance_runs_as_its_user_data_says_until_moto_forgets_it(
     assert (attrs["HostConfig"]["ReadonlyRootfs"], attrs["HostConfig"]["Tmpfs"]) == (True, {"/tmp": ""})
     assert attrs["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"
     assert not attrs["HostConfig"]["PortBindings"]  # nothing published on the host: it answers at its own address
-    assert f"SLIPWAY_API_KEY={api_key}" in attrs["Config"]["Env"] and attrs["Config"]["Cmd"] == ["--workers", "1"]
+    assert f"SLIPWAY_API_KEY={api_key}" in attrs["Config"]["Env"]
+    assert attrs["Config"]["Cmd"] == ["--workers", "1", *target.ctx.server_args]  # the spec's serving section
     tags = {t["Key"]: t["Value"] for t in instance["Tags"]}
     assert attrs["Config"]["Image"] == tags["slipway:image"]  # by digest
 
