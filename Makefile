@@ -24,7 +24,7 @@ test: $(BIN)/slipway
 	bash scripts/services/test-services.sh
 	$(BIN)/ruff check .
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=15 \
+	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=15 -n 2 --dist loadgroup \
 		-o junit_family=xunit1 --junitxml=benchmarks/out/tests.xml  # read by benchmarks/reliability.py --from-xml
 
 lint: $(BIN)/slipway

@@ -31,11 +31,33 @@ _FOLDER_MARKS = {
 }
 
 
+# The suite runs in two processes (`make test`: pytest -n 2 --dist loadgroup). Tests of one file stay
+# in one process (their module fixtures are set up once); so do tests that share something of the
+# machine by name: the "iris" containers and proxies of docker stages, the cluster and its
+# namespaces, the Cloud Run emulator, the EC2 data plane's bridge network, the trigger stack.
+# Contract tests go with the group of their kind.
+_SHARED = {
+    "docker": ("tests/targets/docker/", "tests/flows/test_team.py", "tests/slipway/test_cli.py"),
+    "kubernetes": ("tests/targets/kubernetes/", "tests/flows/test_k8s_pool.py"),
+    "cloudrun": ("tests/targets/cloudrun/", "tests/serving/test_contracts.py"),
+    "ec2": ("tests/targets/ec2/",),
+    "triggers": ("tests/flows/triggers/",),
+}
+
+
+def _group(item: pytest.Item, path: str) -> str:
+    if path == "tests/targets/test_contract.py" and hasattr(item, "callspec"):
+        kind = str(item.callspec.id).split("-")[0]
+        return kind if kind in _SHARED else f"contract-{kind}"
+    return next((group for group, places in _SHARED.items() if path.startswith(places)), path)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Markers by folder; a test's kind of fault goes into its report (JUnit XML properties) for
-    benchmarks/reliability.py."""
+    """Markers by folder; the process group of each test (``_SHARED``); a test's kind of fault goes
+    into its report (JUnit XML properties) for benchmarks/reliability.py."""
     for item in items:
         path = Path(str(item.fspath)).relative_to(REPO).as_posix()
+        item.add_marker(pytest.mark.xdist_group(_group(item, path)))
         for folder, marks in _FOLDER_MARKS.items():
             if path.startswith(folder):
                 for mark in marks:
