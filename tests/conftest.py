@@ -52,7 +52,8 @@ def _group(item: pytest.Item, path: str) -> str:
     return next((group for group, places in _SHARED.items() if path.startswith(places)), path)
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+@pytest.hookimpl(wrapper=True)  # around xdist's, which reads the groups off the marks
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> Iterator[None]:
     """Markers by folder; the process group of each test (``_SHARED``); a test's kind of fault goes
     into its report (JUnit XML properties) for benchmarks/reliability.py."""
     for item in items:
@@ -68,6 +69,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.timeout(FIRST_RUN_TIMEOUT_S))
         if (mark := item.get_closest_marker("fault")) is not None:
             item.user_properties.append(("fault", mark.args[0]))
+    yield
 
 
 @pytest.fixture(autouse=True)
