@@ -667,8 +667,12 @@ class CloudRunEmulator:
             self.templates.pop(full, None)
             op = Operation(f"{service.partition('/services/')[0]}/operations/{uuid.uuid4()}", "Revision", rev)
             self.operations[op.name] = op
-        self.plane.stop(full)
-        self._finish(op, response=rev)
+
+        def stop_then_finish() -> None:  # as Cloud Run: the operation is done once the instance has drained
+            self.plane.stop(full)
+            self._finish(op, response=rev)
+
+        threading.Thread(target=stop_then_finish, daemon=True).start()
         return op
 
     def _operation(self, name: str) -> Operation:
