@@ -622,9 +622,13 @@ class CloudRunEmulator:
             self.service_policies.pop(name, None)
         for key in [k for k in list(self.plane.routers) if k == name or k.startswith(name + "#")]:
             self.plane.close_router(key)
-        for r in revisions:
-            self.plane.stop(r)
-        self._finish(op, response=service)
+
+        def stop_then_finish() -> None:  # as Cloud Run: the operation is done once the instances have drained
+            for r in revisions:
+                self.plane.stop(r)
+            self._finish(op, response=service)
+
+        threading.Thread(target=stop_then_finish, daemon=True).start()
         return op
 
     def _revisions(

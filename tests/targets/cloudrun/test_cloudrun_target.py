@@ -301,8 +301,9 @@ def test_an_image_that_exits_at_start_fails_with_its_last_lines(
 def test_a_revision_that_never_becomes_ready_is_discarded(
     make: Make, gcp_env: CloudRunEmulator, releases: dict[str, Release], api_key: str, hung_image: ImageRef
 ) -> None:
-    put_live(make(), releases["v1"], TIMEOUTS)  # v1 with the default probe: a loaded machine starts it in 4 s or not
-    target = make(startup_timeout_s=4)  # the same service, its next revision probed for 4 s
+    service = cloudrun_config(gcp_env).service  # one service for both: v1 with the default probe (a loaded
+    put_live(make(service=service), releases["v1"], TIMEOUTS)  # machine starts it in 4 s or not), the next 4 s
+    target = make(service=service, startup_timeout_s=4)
     hung = dataclasses.replace(releases["v2"], id="r-hung", image=hung_image)
     started = time.monotonic()
     with pytest.raises(TargetError, match=r"r-hung was not ready after 3 s"):
