@@ -9,7 +9,8 @@ machine that shares the ledger.
 
 Two tables:
   releases  one row per attempt: service, model, version, package sha256 and location in the package
-            store (``slipway.store``; never a machine's path), image digest, targets,
+            store (``slipway.store``; never a machine's path), image digest (and whether the model is
+            inside it), targets,
             outcome, gate figures, error, timestamps, Prefect flow run id, trigger
   events    one row per change of what a stage serves: promote, rollback, teardown, and reconcile
             (a switch a killed run made but could not record; see flows/recovery.py), with the
@@ -130,6 +131,10 @@ _MIGRATIONS = (
     ALTER TABLE events RENAME COLUMN model TO service;
     ALTER TABLE events ADD COLUMN location TEXT NOT NULL DEFAULT '';
     CREATE INDEX events_service ON events (service, stage, seq)
+    """,
+    # 3: what the image is: 'image' (the model inside) or 'server_image' (model data mounted beside it)
+    """
+    ALTER TABLE releases ADD COLUMN image_kind TEXT NOT NULL DEFAULT 'image'
     """,
 )
 
@@ -286,7 +291,9 @@ def to_row(record: ReleaseRecord) -> dict[str, Any]:
     return {
         "id": r.id, "service": r.service, "model": r.model, "version": r.version,
         "package_sha256": r.package_sha256, "package_dir": location_of(r.package_dir), "spec_hash": r.spec_hash,
-        "image": str(r.image or ""), "staging_kind": record.staging_kind, "production_kind": record.production_kind,
+        "image": str(r.image or ""),
+        "image_kind": "image" if r.image is None or r.image.model_inside else "server_image",
+        "staging_kind": record.staging_kind, "production_kind": record.production_kind,
         "outcome": record.outcome.value, "gate": json.dumps(record.gate), "error": record.error,
         "started_at": record.started_at, "finished_at": record.finished_at, "flow_run_id": record.flow_run_id,
         "trigger": record.trigger,
@@ -301,7 +308,7 @@ def from_row(row: Any, packages: Path) -> ReleaseRecord:
         id=row["id"], service=row["service"], model=row["model"], version=row["version"],
         package_sha256=row["package_sha256"], package_dir=packages / location_of(Path(row["package_dir"])),
         spec_hash=row["spec_hash"],
-        image=ImageRef.parse(row["image"]),
+        image=ImageRef.parse(row["image"], model_inside=row["image_kind"] == "image"),
     )  # fmt: skip
     return ReleaseRecord(
         release, row["staging_kind"], row["production_kind"], Outcome(row["outcome"]), json.loads(row["gate"]),

@@ -69,6 +69,10 @@ _MIGRATIONS = (
     CREATE INDEX events_service ON slipway.events (service, stage, seq);
     CREATE TABLE slipway.locks (service TEXT PRIMARY KEY, holder TEXT NOT NULL)
     """,
+    # 2: the SQLite ledger's version 3, what the image is: 'image' or 'server_image'
+    """
+    ALTER TABLE slipway.releases ADD COLUMN image_kind TEXT NOT NULL DEFAULT 'image'
+    """,
 )
 
 _HINT = (

@@ -42,6 +42,13 @@ class ArtifactKind(StrEnum):
 
     PACKAGE = "package"  # the package directory: the model server runs it as it is (local)
     IMAGE = "image"  # the serving image, model inside, pinned by digest: one image, every container contract
+    # the serving image up to its server-code layer, no model inside (one per dependency set and server
+    # code): the platform mounts the model data beside it (SageMaker: /opt/ml/model). An image with the
+    # model inside serves model data too, so it stands for this kind as well.
+    SERVER_IMAGE = "server_image"
+    # the package as model data: a deterministic model.tar.gz of package.json and the artifact
+    # (slipway/modeldata.py), made from the package, so every release that has a package has it
+    MODEL_DATA = "model_data"
 
 
 @dataclass(frozen=True)
@@ -50,19 +57,20 @@ class ImageRef:
 
     repository: str
     digest: str  # "sha256:..."
+    model_inside: bool = True  # False: the server-only image (ArtifactKind.SERVER_IMAGE), model data beside it
 
     def __str__(self) -> str:
         return f"{self.repository}@{self.digest}"
 
     @classmethod
-    def parse(cls, text: str) -> ImageRef | None:
+    def parse(cls, text: str, *, model_inside: bool = True) -> ImageRef | None:
         """``repository@sha256:...`` back into an ``ImageRef``; None for an empty text."""
         if not text:
             return None
         repository, _, digest = text.partition("@")
         if not repository or not digest.startswith("sha256:"):
             raise ValueError(f"{text!r} is not an image pinned by digest (repository@sha256:...)")
-        return cls(repository, digest)
+        return cls(repository, digest, model_inside)
 
 
 @dataclass(frozen=True)
@@ -80,7 +88,12 @@ class Release:
 
     @property
     def artifacts(self) -> frozenset[ArtifactKind]:
-        return frozenset({ArtifactKind.PACKAGE} | ({ArtifactKind.IMAGE} if self.image else set()))
+        kinds = {ArtifactKind.PACKAGE, ArtifactKind.MODEL_DATA}  # model data is made from the package
+        if self.image is not None:
+            kinds.add(ArtifactKind.SERVER_IMAGE)
+            if self.image.model_inside:
+                kinds.add(ArtifactKind.IMAGE)
+        return frozenset(kinds)
 
     def check_artifacts(self, wanted: frozenset[ArtifactKind], where: str) -> None:
         """Refuse, before anything changes, a release that lacks an artifact ``where`` takes."""
@@ -92,9 +105,10 @@ class Release:
                 "(slipway deploy), which builds what the spec's targets take",
             )
 
-    def require_image(self) -> ImageRef:
-        """The release's image, for targets that run one (``check_artifacts`` ran before deploy)."""
-        self.check_artifacts(frozenset({ArtifactKind.IMAGE}), "this target")
+    def require_image(self, kind: ArtifactKind = ArtifactKind.IMAGE) -> ImageRef:
+        """The release's image, for targets that run one (``check_artifacts`` ran before deploy);
+        ``SERVER_IMAGE`` for targets that mount the model data beside it."""
+        self.check_artifacts(frozenset({kind}), "this target")
         assert self.image is not None
         return self.image
 

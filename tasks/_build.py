@@ -9,6 +9,10 @@ last, small layer:
     /srv/package/server/serving      the server code
     /srv/package/{package.json,model.*}  the model artifact and its manifest
 
+A target that mounts model data beside the image (SageMaker: ``/opt/ml/model``) takes the
+*server-only* image instead: the same layers without the last, tagged ``server-<key>`` by its
+dependency layer and server code, so a new model version with the same dependencies builds nothing.
+
 The image runs unchanged under every platform's container contract (``serving.contract``): the
 entry point fixes no port, so the server follows $PORT (Cloud Run), ``serve`` (SageMaker, 8080),
 AIP_HTTP_PORT (Vertex AI), or runs the Lambda runtime client (``awslambdaric``, in the dependency
@@ -50,7 +54,7 @@ ENV PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/
     PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 LANG=C.UTF-8
 """
 
-SERVING_DOCKERFILE = f"""\
+SERVER_DOCKERFILE = f"""\
 FROM {{deps}}
 ENV PYTHONPATH={PACKAGE_DIR}/server
 USER {SERVER_UID}:{SERVER_UID}
@@ -60,8 +64,9 @@ HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \\
 ENTRYPOINT ["python3", "-m", "serving", "--package", "{PACKAGE_DIR}", "--host", "0.0.0.0"]
 CMD []
 COPY server/ {PACKAGE_DIR}/server/
-COPY package/ {PACKAGE_DIR}/
 """
+# the serving image: the server-only image's instructions (the same cached layers) and the model on top
+SERVING_DOCKERFILE = SERVER_DOCKERFILE + f"COPY package/ {PACKAGE_DIR}/\n"
 
 
 def requirements(framework: Mapping[str, str]) -> str:
@@ -109,6 +114,22 @@ def write_serving_context(ctx: Path, package_dir: Path, artifact_file: str, deps
     (ctx / "package").mkdir()
     for name in ("package.json", artifact_file):
         shutil.copy2(package_dir / name, ctx / "package" / name)
+
+
+def write_server_context(ctx: Path, package_dir: Path, deps_image: str) -> None:
+    """The server-only image's context: the server code, no model (model data is mounted beside it)."""
+    (ctx / "Dockerfile").write_text(SERVER_DOCKERFILE.format(deps=deps_image))
+    shutil.copytree(package_dir / "server", ctx / "server", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+
+
+def server_key(deps_image: str, package_dir: Path) -> str:
+    """The server-only image's identity: its dependency layer, its Dockerfile and the server code's bytes."""
+    digest = hashlib.sha256(f"{deps_image}\n{SERVER_DOCKERFILE}".encode())
+    root = package_dir / "server"
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+        digest.update(f"\n{path.relative_to(root).as_posix()}\n".encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def run_build(chunks: Iterable[Mapping[str, Any]], log: Log, *, resource: str) -> str:

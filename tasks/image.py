@@ -8,6 +8,12 @@ engine of ``DOCKER_HOST`` (default: the local socket) through the Docker SDK; se
 for the layers. The push reads the digest back from the registry and from then on the image is only
 ever referred to by digest (``ImageRef``), so production is switched to exactly the bytes that
 passed the gate.
+
+Targets that mount model data beside the image (``SERVER_IMAGE`` and ``MODEL_DATA``: SageMaker) get
+the server-only image — built once per dependency set and server code, tagged ``server-<key>``, so
+a new model version with the same dependencies builds no image at all — and the package's model
+data archive (``slipway/modeldata.py``), which the target uploads. When a stage takes the image with
+the model inside as well, that one is built: it serves mounted model data too.
 """
 
 from __future__ import annotations
@@ -28,13 +34,15 @@ from prefect import task
 from prefect.cache_policies import NONE
 
 from slipway.errors import At, ConfigError, ImageError, TransientImageError
+from slipway.modeldata import model_data
 from slipway.release import ArtifactKind, ImageRef
 from slipway.settings import get_settings
 from slipway.spec import ReleaseSpec
 from targets.base import Target
 from targets.containers import check_registry, connect, map_error, registry_credentials
 from tasks import TASK_OPTIONS, log_progress
-from tasks._build import DEPS_DOCKERFILE, Log, deps_key, prepare_wheels, requirements, run_build
+from tasks._build import DEPS_DOCKERFILE, Log, deps_key, prepare_wheels, requirements, run_build, server_key
+from tasks._build import write_server_context as _write_server_context
 from tasks._build import write_serving_context as _write_context
 from tasks.package import ModelPackage
 
@@ -71,8 +79,19 @@ def labels_of(spec: ReleaseSpec, package: ModelPackage) -> dict[str, str]:
     }
 
 
-def build(spec: ReleaseSpec, package: ModelPackage, *, log: Log = _log.info, cache_dir: Path | None = None) -> str:
-    """Build the serving image of ``package``; returns its local reference ``repository:tag``."""
+SERVER_TAG_PREFIX = "server-"  # the server-only image's tags: server-<key>
+
+
+def build(
+    spec: ReleaseSpec,
+    package: ModelPackage,
+    *,
+    log: Log = _log.info,
+    cache_dir: Path | None = None,
+    server_only: bool = False,
+) -> str:
+    """Build the serving image of ``package`` (``server_only``: without the model, reused while its
+    dependencies and server code are unchanged); returns its local reference ``repository:tag``."""
     client = connect("", at=At("image", "build", "local engine"), error=ImageError)
     base = spec.image.base
     try:
@@ -98,6 +117,8 @@ def build(spec: ReleaseSpec, package: ModelPackage, *, log: Log = _log.info, cac
                 (ctx / "Dockerfile").write_text(DEPS_DOCKERFILE.format(base=base))
                 _link_tree(wheels, ctx / "wheels")
                 run_build(_stream(client, ctx, deps_image, {"io.slipway.deps": key}), log, resource=deps_image)
+        if server_only:
+            return _server_image(client, package, deps_image, repository_of(spec), log)
         log(f"building {ref}")
         with tempfile.TemporaryDirectory(prefix="slipway-image-") as tmp:
             ctx = Path(tmp)
@@ -111,6 +132,27 @@ def build(spec: ReleaseSpec, package: ModelPackage, *, log: Log = _log.info, cac
         client.close()
     log(f"built {ref} ({image_id[:19]})")
     return ref
+
+
+def _server_image(client: docker.DockerClient, package: ModelPackage, deps: str, repository: str, log: Log) -> str:
+    ref = f"{repository}:{SERVER_TAG_PREFIX}{server_key(deps, package.dir)}"
+    if _exists(client, ref):
+        log(f"the server-only image {ref} is built already: no image build for this model version")
+        return ref
+    log(f"building the server-only image {ref} (once per dependency set and server code)")
+    with tempfile.TemporaryDirectory(prefix="slipway-server-") as tmp:
+        _write_server_context(Path(tmp), package.dir, deps)
+        labels = {"io.slipway.server": ref.rpartition(":")[2], "org.opencontainers.image.base.name": deps}
+        image_id = run_build(_stream(client, Path(tmp), ref, labels), log, resource=ref)
+    log(f"built {ref} ({image_id[:19]})")
+    return ref
+
+
+def build_model_data(package: ModelPackage, *, log: Log = _log.info) -> str:
+    """The package's model data archive (``model.tar.gz``), beside it; returns its sha256."""
+    made = model_data(package.dir)
+    log(f"model data {made.path.name}: {made.size} bytes, sha256 {made.sha256[:12]}")
+    return made.sha256
 
 
 def push(spec: ReleaseSpec, ref: str, *, log: Log = _log.info) -> ImageRef:
@@ -143,7 +185,7 @@ def push(spec: ReleaseSpec, ref: str, *, log: Log = _log.info) -> ImageRef:
         client.close()
     if not digest.startswith("sha256:"):
         raise ImageError(f"the registry reported no digest for {ref}", at=At("image", "push", ref))
-    image = ImageRef(repository, digest)
+    image = ImageRef(repository, digest, model_inside=not tag.startswith(SERVER_TAG_PREFIX))
     log(f"pushed {image} ({pushed} layer(s) uploaded, {reused} already there)")
     return image
 
@@ -176,10 +218,16 @@ def _link_tree(src: Path, dst: Path) -> None:
 
 @task(name="build image", cache_policy=NONE, **TASK_OPTIONS)
 def build_image(spec: ReleaseSpec, package: ModelPackage, targets: Sequence[Target]) -> str | None:
-    """Build the image of ``package``; returns ``repository:tag``, or None when no stage takes an image."""
-    if ArtifactKind.IMAGE not in artifacts_for(targets):
-        return None
-    return build(spec, package, log=log_progress)
+    """Build what the stages take of ``package``: its model data archive, and its image (the server-only
+    one where no stage takes the model inside); returns ``repository:tag``, or None when no stage takes an image."""
+    kinds = artifacts_for(targets)
+    if ArtifactKind.MODEL_DATA in kinds:
+        build_model_data(package, log=log_progress)
+    if ArtifactKind.IMAGE in kinds:
+        return build(spec, package, log=log_progress)
+    if ArtifactKind.SERVER_IMAGE in kinds:
+        return build(spec, package, log=log_progress, server_only=True)
+    return None
 
 
 @task(name="push image", cache_policy=NONE, **TASK_OPTIONS)
