@@ -15,6 +15,7 @@ what several share) by their structured codes and chained with ``from``.
     │   ├── ImageError         ... building or pushing an image
     │   └── GateError          ... running the gate itself (Locust did not run, left no figures)
     └── GateFailed             the release on staging violated its SLOs or smoke checks
+        └── GuardrailRollback  the platform's own gate (SageMaker's alarms) rolled a promotion back
 
     TransientError             mixed into an OperationError that may pass on retry (throttling, 5xx,
                                timeouts): TransientTargetError, TransientImageError
@@ -117,6 +118,23 @@ class GateFailed(SlipwayError):
         super().__init__(f"release {release_id} failed the gate:\n{lines}", hint=hint)
         self.release_id = release_id
         self.violations = list(violations)
+
+
+class GuardrailRollback(GateFailed):
+    """A platform's deployment guardrail rolled the promotion back (a CloudWatch alarm fired during a
+    SageMaker blue/green update): the platform's own gate failed, so the release is recorded rejected,
+    and production serves what it served before. ``alarms`` names the alarms that fired."""
+
+    def __init__(self, release_id: str, alarms: Sequence[str], detail: str, *, at: At) -> None:
+        super().__init__(release_id, [f"alarm {a} fired during the rollout" for a in alarms] or [detail])
+        self.message = f"{at} {self.message}\n  ({detail})"
+        self.args = (self.message,)
+        self.hint = (
+            "the platform rolled production back to its previous endpoint config; read the alarm's metric in "
+            "CloudWatch, fix the model (or the alarm thresholds in the stage's alarms) and release again"
+        )
+        self.at = at
+        self.alarms = list(alarms)
 
 
 def is_transient(exc: BaseException | None) -> bool:

@@ -272,9 +272,152 @@ class CloudRunTarget(_TargetBase):
         return self
 
 
-TARGET_CONFIGS: tuple[type[_Strict], ...] = (LocalTarget, DockerTarget, Ec2Target, KubernetesTarget, CloudRunTarget)
+class SageMakerServerless(_Strict):
+    """Serverless inference instead of instances: SageMaker's ServerlessConfig."""
+
+    memory_mb: Literal[1024, 2048, 3072, 4096, 5120, 6144] = Field(default=2048, description="Memory per worker.")
+    max_concurrency: int = Field(default=20, ge=1, le=200, description="Concurrent invocations at most.")
+
+
+class SageMakerRollout(_Strict):
+    """How production moves to a new endpoint config: SageMaker's deployment guardrails (blue/green)."""
+
+    type: Literal["all_at_once", "canary", "linear"] = Field(
+        default="canary", description="ALL_AT_ONCE, CANARY (CanarySize first) or LINEAR (LinearStepSize per step)."
+    )
+    size_type: Literal["capacity_percent", "instance_count"] = Field(
+        default="capacity_percent", description="What size counts: a percent of the capacity, or instances."
+    )
+    size: int = Field(default=10, ge=1, le=100, description="The canary's size, or each linear step's.")
+    wait_interval_s: int = Field(
+        default=300, ge=0, le=3600, description="How long each share bakes, alarms watched, before the next."
+    )
+    termination_wait_s: int = Field(
+        default=300, ge=0, le=3600, description="How long the old fleet stays after the full shift (instant rollback)."
+    )
+    max_execution_timeout_s: int = Field(
+        default=3600, ge=600, le=28800, description="SageMaker rolls the update back when it takes longer than this."
+    )
+
+
+class SageMakerAlarms(_Strict):
+    """The CloudWatch alarms Slipway creates for each variant; any in ALARM during an update rolls it back."""
+
+    max_5xx_errors: int = Field(
+        default=0, ge=0, description="Invocation5XXErrors a minute above which the 5xx alarm fires (0: the first)."
+    )
+    latency_p99_ms: float = Field(
+        default=0, ge=0, description="ModelLatency p99 above which the latency alarm fires; 0: gate.slo.p99_ms."
+    )
+    evaluation_minutes: int = Field(default=1, ge=1, le=60, description="Minutes above the threshold before it fires.")
+
+
+class SageMakerAutoscaling(_Strict):
+    """Application Auto Scaling of the live variant: target tracking on invocations per instance."""
+
+    min_instances: int = Field(default=2, ge=1, description="The scalable target's minimum capacity.")
+    max_instances: int = Field(default=4, ge=1, description="The scalable target's maximum capacity.")
+    invocations_per_instance: float = Field(
+        default=1000, gt=0, description="SageMakerVariantInvocationsPerInstance (a minute) to track."
+    )
+    scale_in_cooldown_s: int = Field(default=300, ge=0, description="Seconds after a scale-in before the next.")
+    scale_out_cooldown_s: int = Field(default=60, ge=0, description="Seconds after a scale-out before the next.")
+
+    @model_validator(mode="after")
+    def _range(self) -> SageMakerAutoscaling:
+        if self.max_instances < self.min_instances:
+            raise ValueError(f"max_instances ({self.max_instances}) is below min_instances ({self.min_instances})")
+        return self
+
+
+class SageMakerDataCapture(_Strict):
+    """What SageMaker captures of requests and responses; kept in every endpoint config Slipway writes."""
+
+    enabled: bool = Field(default=True, description="False turns capture off, deliberately (it is never dropped).")
+    sampling_percent: int = Field(default=10, ge=0, le=100, description="Share of requests captured.")
+    s3_uri: str = Field(
+        default="", pattern=r"^$|^s3://.+", description="Where captures go; empty: s3://<bucket>/<prefix>/data-capture."
+    )
+    capture: tuple[Literal["input", "output"], ...] = Field(
+        default=("input", "output"), description="What is captured: requests, responses or both."
+    )
+
+
+class SageMakerTarget(_TargetBase):
+    """The managed ML platform pattern on Amazon SageMaker: one endpoint per stage, and per release a
+    SageMaker Model (the server-only image and the release's model data) and an endpoint config, promoted
+    through SageMaker's deployment guardrails."""
+
+    kind: Literal["sagemaker"] = "sagemaker"
+    region: str = Field(default="us-east-1", description="AWS region.")
+    endpoint_url: str = Field(
+        default="", description="AWS API endpoint override for every service it calls (a local stand-in in tests)."
+    )
+    runtime_endpoint_url: str = Field(
+        default="", description="SageMaker Runtime (InvokeEndpoint) endpoint override; empty: AWS's."
+    )
+    endpoint_name: str = Field(
+        default="", pattern=r"^$|^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$",
+        description="The stage's endpoint; empty: <service>-<stage>. Give each stage its own.",
+    )  # fmt: skip
+    execution_role_arn: str = Field(
+        pattern=r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/.+",
+        description="The role SageMaker assumes to pull the image (ECR) and read the model data (S3).",
+    )
+    bucket: str = Field(pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", description="S3 bucket of the model data.")
+    prefix: str = Field(default="slipway", description="Key prefix of the model data: <prefix>/<service>/<sha256>.")
+    kms_key_id: str = Field(
+        default="", description="KMS key for the model data (SSE-KMS) and the instances' volumes; empty: SSE-S3."
+    )
+    instance_type: str = Field(default="ml.m5.large", pattern=r"^ml\.[a-z0-9]+\.[a-z0-9]+$",
+                               description="Instance type of the variant.")  # fmt: skip
+    instance_count: int = Field(default=1, ge=1, le=100, description="Instances of the variant (2+ across zones).")
+    serverless: SageMakerServerless | None = Field(
+        default=None, description="Serverless inference instead of instances (no instance_type/count, no guardrails)."
+    )
+    rollout: SageMakerRollout = Field(default_factory=SageMakerRollout)
+    alarms: SageMakerAlarms = Field(default_factory=SageMakerAlarms)
+    autoscaling: SageMakerAutoscaling | None = Field(default=None, description="Application Auto Scaling; none: fixed.")
+    data_capture: SageMakerDataCapture | None = Field(
+        default=None, description="Data capture; none: off (a live endpoint that captures refuses to drop it)."
+    )
+    container_startup_timeout_s: int = Field(
+        default=600, ge=60, le=3600, description="ContainerStartupHealthCheckTimeoutInSeconds: the /ping budget."
+    )
+    model_data_download_timeout_s: int = Field(
+        default=600, ge=60, le=3600, description="ModelDataDownloadTimeoutInSeconds."
+    )
+    keep_releases: int = Field(
+        default=3, ge=1, le=50, description="Earlier releases' models and endpoint configs kept for rollback."
+    )
+    api_attempts: int = Field(
+        default=6, ge=1, le=20, description="Attempts at a throttled (ThrottlingException, 429) or busy call."
+    )
+    ready_timeout_s: float = Field(default=1800.0, gt=0, description="How long a new endpoint may take to serve.")
+    promote_timeout_s: float = Field(
+        default=7200.0, gt=0, description="How long an update (the guardrail rollout) is followed; above its timeout."
+    )
+
+    @model_validator(mode="after")
+    def _rollout(self) -> SageMakerTarget:
+        if self.serverless is None and self.promote_timeout_s <= self.rollout.max_execution_timeout_s:
+            raise ValueError(
+                f"promote_timeout_s ({self.promote_timeout_s:g}) must exceed rollout.max_execution_timeout_s "
+                f"({self.rollout.max_execution_timeout_s}), after which SageMaker rolls the update back itself"
+            )
+        if self.rollout.size_type == "instance_count" and self.rollout.size > self.instance_count:
+            raise ValueError(f"rollout.size ({self.rollout.size}) is above instance_count ({self.instance_count})")
+        if self.serverless is not None and self.autoscaling is not None:
+            raise ValueError("serverless endpoints scale by themselves: remove autoscaling (or serverless)")
+        return self
+
+
+TARGET_CONFIGS: tuple[type[_Strict], ...] = (
+    LocalTarget, DockerTarget, Ec2Target, KubernetesTarget, CloudRunTarget, SageMakerTarget,
+)  # fmt: skip
 TargetConfig = Annotated[
-    LocalTarget | DockerTarget | Ec2Target | KubernetesTarget | CloudRunTarget, Field(discriminator="kind")
+    LocalTarget | DockerTarget | Ec2Target | KubernetesTarget | CloudRunTarget | SageMakerTarget,
+    Field(discriminator="kind"),
 ]
 """Every target kind: a new kind is added to this union, to ``TARGET_CONFIGS`` and as a case in
 ``targets.make_target`` (whose exhaustive ``match`` makes a missing case a type error)."""
@@ -401,6 +544,16 @@ class ReleaseSpec(_Strict):
         if isinstance(raw, dict) and not raw.get("service") and isinstance(raw.get("model"), dict):
             return {**raw, "service": raw["model"].get("name", "")}
         return raw
+
+    @model_validator(mode="after")
+    def _alarms_follow_the_slo(self) -> ReleaseSpec:
+        """A SageMaker stage's latency alarm defaults to the gate's p99: the guardrail holds the SLO the gate held."""
+        for stage in ("staging", "production"):
+            config = getattr(self, stage)
+            if isinstance(config, SageMakerTarget) and not config.alarms.latency_p99_ms:
+                alarms = config.alarms.model_copy(update={"latency_p99_ms": self.gate.slo.p99_ms})
+                object.__setattr__(self, stage, config.model_copy(update={"alarms": alarms}))
+        return self
 
     @model_validator(mode="after")
     def _distinct_stages(self) -> ReleaseSpec:

@@ -9,6 +9,7 @@ from slipway.spec import DockerTarget as DockerConfig
 from slipway.spec import Ec2Target as Ec2Config
 from slipway.spec import KubernetesTarget as KubernetesConfig
 from slipway.spec import LocalTarget as LocalConfig
+from slipway.spec import SageMakerTarget as SageMakerConfig
 from slipway.spec import TargetConfig
 from targets.base import Target, TargetContext
 from targets.local import LocalProcessTarget
@@ -35,5 +36,9 @@ def make_target(config: TargetConfig, ctx: TargetContext) -> Target:
             from targets.cloudrun import CloudRunServiceTarget
 
             return CloudRunServiceTarget(config, ctx)
+        case SageMakerConfig():
+            from targets.sagemaker import SageMakerEndpointTarget
+
+            return SageMakerEndpointTarget(config, ctx)
         case _:
             assert_never(config)
