@@ -17,7 +17,10 @@ import yaml
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
-pytest_plugins = ["tests.targets.fixtures", "tests.targets.ec2.fixtures", "tests.targets.cloudrun.fixtures"]
+pytest_plugins = [
+    "tests.targets.fixtures", "tests.targets.ec2.fixtures", "tests.targets.cloudrun.fixtures",
+    "tests.targets.sagemaker.fixtures",
+]  # fmt: skip
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE_SPEC = REPO / "examples" / "iris" / "slipway.yaml"
@@ -28,6 +31,7 @@ _FOLDER_MARKS = {
     "tests/targets/docker/": ("docker",),
     "tests/targets/kubernetes/": ("kubernetes", "docker"),
     "tests/targets/cloudrun/": ("cloudrun", "docker"),
+    "tests/targets/sagemaker/": ("sagemaker", "moto", "docker"),
 }
 
 

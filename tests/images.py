@@ -28,7 +28,7 @@ from tasks.package import ModelPackage
 
 TEST_REPOSITORY = "127.0.0.1:5000/slipway-test"
 WHEELS = Path("/var/tmp/slipway/test-wheels")  # the dependency wheels, downloaded once per machine
-_pushed: dict[tuple[str, str], ImageRef] = {}
+_pushed: dict[tuple[str, str, bool], ImageRef] = {}
 
 
 def spec_for(name: str = "iris", **image: Any) -> ReleaseSpec:
@@ -39,13 +39,14 @@ def spec_for(name: str = "iris", **image: Any) -> ReleaseSpec:
     )
 
 
-def image_of(package_dir: Path, spec: ReleaseSpec | None = None) -> ImageRef:
-    """Build and push the serving image of a package (once per package and repository in a session)."""
+def image_of(package_dir: Path, spec: ReleaseSpec | None = None, *, server_only: bool = False) -> ImageRef:
+    """Build and push the serving image of a package (once per package and repository in a session);
+    ``server_only``: the image without the model (the same one for every package of a dependency set)."""
     spec = spec or spec_for(read_manifest(package_dir).name)
-    key = (str(package_dir), spec.image.repository)
+    key = (str(package_dir), spec.image.repository, server_only)
     if key not in _pushed:
         pkg = ModelPackage(package_dir, read_manifest(package_dir))
-        _pushed[key] = push(spec, build(spec, pkg, cache_dir=WHEELS))
+        _pushed[key] = push(spec, build(spec, pkg, cache_dir=WHEELS, server_only=server_only))
     return _pushed[key]
 
 

@@ -32,7 +32,11 @@ ARTIFACTS = {
     "kubernetes": frozenset({ArtifactKind.IMAGE}),
     "ec2": frozenset({ArtifactKind.IMAGE}),
     "cloudrun": frozenset({ArtifactKind.IMAGE}),
+    "sagemaker": frozenset({ArtifactKind.SERVER_IMAGE, ArtifactKind.MODEL_DATA}),
 }
+# Which release answered, by the sha256 of its package: filled by ``releases`` for targets whose endpoints
+# serve only their platform's predict route and name the release's variant in the answer (SageMaker).
+SHA_OF_VARIANT: dict[str, str] = {}
 
 
 def release_of(package: ModelPackage, rid: str, kinds: frozenset[ArtifactKind] = ARTIFACTS["local"]) -> Release:
@@ -40,7 +44,11 @@ def release_of(package: ModelPackage, rid: str, kinds: frozenset[ArtifactKind] =
     from tests.images import image_of
 
     m = package.manifest
-    image = image_of(package.dir) if ArtifactKind.IMAGE in kinds else None
+    image = None
+    if ArtifactKind.IMAGE in kinds:
+        image = image_of(package.dir)
+    elif ArtifactKind.SERVER_IMAGE in kinds:
+        image = image_of(package.dir, server_only=True)
     return Release(rid, m.name, m.name, m.version, m.sha256, package.dir, "spec-hash", image)
 
 
@@ -74,6 +82,10 @@ def releases(packaged: dict[str, ModelPackage], target_kind: str) -> dict[str, R
 
         for rel in made.values():
             prepull(rel.require_image())
+    if target_kind == "sagemaker":
+        from targets._sagemaker_objects import variant_name
+
+        SHA_OF_VARIANT.update({variant_name(rel.id): rel.package_sha256 for rel in made.values()})
     return made
 
 
@@ -94,6 +106,7 @@ def target_factory(
     # set up before (so torn down after) the targets: ec2 instances in the moto subnet that the data plane runs
     subnet = request.getfixturevalue("ec2_subnet") if target_kind == "ec2" else {}
     emulator = request.getfixturevalue("gcp_env") if target_kind == "cloudrun" else None
+    sagemaker = request.getfixturevalue("sagemaker_env") if target_kind == "sagemaker" else None
 
     def make(stage: Stage) -> Target:
         ctx = context(stage, state_dir, api_key)
@@ -120,6 +133,10 @@ def target_factory(
                 from tests.targets.cloudrun.fixtures import cloudrun_config
 
                 target = make_target(cloudrun_config(emulator), ctx)
+            case "sagemaker":
+                from tests.targets.sagemaker.fixtures import sagemaker_config
+
+                target = make_target(sagemaker_config(sagemaker), ctx)
         made.append(target)
         return target
 

@@ -19,8 +19,8 @@ from slipway.errors import ConfigError, SlipwayError
 from slipway.http import client
 from slipway.release import AuthScheme, Endpoint, Release, Stage
 from targets.base import Target, put_live
-from tests.load import Load
-from tests.targets.fixtures import SERVING, TIMEOUTS, TargetFactory
+from tests.load import Load, by_metadata
+from tests.targets.fixtures import SERVING, SHA_OF_VARIANT, TIMEOUTS, TargetFactory
 
 
 def _kinds() -> list[object]:
@@ -34,26 +34,36 @@ def _kinds() -> list[object]:
         pytest.param("kubernetes", marks=k8s),
         pytest.param("ec2", marks=[pytest.mark.moto, pytest.mark.docker]),  # moto, and instances run on Docker
         pytest.param("cloudrun", marks=[pytest.mark.cloudrun, pytest.mark.docker]),  # the emulator runs revisions
+        pytest.param("sagemaker", marks=[pytest.mark.sagemaker, pytest.mark.moto, pytest.mark.docker]),
     ]
 
 
 pytestmark = pytest.mark.parametrize("target_kind", _kinds())
 
 
+def by_variant(resp: httpx.Response) -> str:
+    """The release that answered a platform's predict route, by the variant the platform names (SageMaker)."""
+    return SHA_OF_VARIANT[resp.headers["x-amzn-invoked-production-variant"]]
+
+
 def served_sha(endpoint: Endpoint, key: str) -> str:
-    with client(endpoint, SecretStr(key), timeout_s=5) as http:
-        resp = http.get(endpoint.routes.metadata or "/metadata")
+    with client(endpoint, SecretStr(key), timeout_s=10) as http:
+        if endpoint.routes.metadata is None:  # a platform's runtime serves only its predict route
+            resp = http.post(endpoint.routes.predict, json={endpoint.routes.request_key: [[5.1, 3.5, 1.4, 0.2]]})
+            resp.raise_for_status()
+            return by_variant(resp)
+        resp = http.get(endpoint.routes.metadata)
     resp.raise_for_status()
-    return str(resp.json()["sha256"])
+    return by_metadata(resp)
 
 
 def shas(endpoint: Endpoint, key: str, n: int) -> Counter[str]:
     """Which releases (sha256 prefixes) answer ``n`` fresh requests to ``endpoint``."""
-    seen: Counter[str] = Counter()
-    for _ in range(n):
-        with client(endpoint, SecretStr(key), timeout_s=5) as http:
-            seen[http.get("/metadata").json()["sha256"][:12]] += 1
-    return seen
+    return Counter(served_sha(endpoint, key)[:12] for _ in range(n))
+
+
+def identify(endpoint: Endpoint) -> Callable[[httpx.Response], str]:
+    return by_metadata if endpoint.routes.metadata is not None else by_variant
 
 
 def test_release_goes_live_and_answers_with_auth(
@@ -70,8 +80,10 @@ def test_release_goes_live_and_answers_with_auth(
     assert (batching["enabled"], batching["max_rows"]) == (True, SERVING.max_batch_rows)
     unauthenticated = httpx.post(f"{live.url}{live.routes.predict}", json={"inputs": [[1, 2, 3, 4]]},
                                  headers=dict(live.headers), timeout=5)  # fmt: skip
-    # Cloud Run's IAM answers a request without an ID token 403 at its edge; the server answers 401
-    assert unauthenticated.status_code == (403 if live.auth.scheme is AuthScheme.GOOGLE_ID_TOKEN else 401)
+    # Cloud Run's IAM (an ID token) and SageMaker's (SigV4) answer an unsigned request 403 at their edge;
+    # the server answers 401
+    edge = (AuthScheme.GOOGLE_ID_TOKEN, AuthScheme.AWS_SIGV4)
+    assert unauthenticated.status_code == (403 if live.auth.scheme in edge else 401)
     status = target.describe()
     assert (status.release_id, status.healthy) == ("r-v1", True)
 
@@ -104,7 +116,7 @@ def test_promotion_and_rollback_under_load_fail_no_request(
         _promotion_moves_the_endpoint(target, releases, api_key, record_property)
         return
     live = put_live(target, releases["v1"], TIMEOUTS).endpoint
-    with Load(live, api_key, keepalive=False) as load:
+    with Load(live, api_key, keepalive=False, identify=identify(live)) as load:
         time.sleep(0.5)
         put_live(target, releases["v2"], TIMEOUTS)
         assert served_sha(live, api_key) == releases["v2"].package_sha256
@@ -203,7 +215,7 @@ def test_release_without_the_artifact_the_target_takes_changes_nothing(
     if releases["v2"].image is None:  # a target that takes the package: every release carries one
         return
     bare = dataclasses.replace(releases["v2"], id="r-bare", image=None)
-    with pytest.raises(ConfigError, match=r"release r-bare has no image artifact, which the production target"):
+    with pytest.raises(ConfigError, match=r"release r-bare has no (server_)?image artifact, which the production"):
         put_live(target, bare, TIMEOUTS)
     assert served_sha(live, api_key) == releases["v1"].package_sha256
 
@@ -214,8 +226,13 @@ def test_teardown_really_stops_and_is_idempotent(
     target = target_factory(Stage.STAGING)
     live = put_live(target, releases["v1"], TIMEOUTS).endpoint
     target.teardown()
-    with pytest.raises(httpx.TransportError):
-        httpx.get(f"{live.url}{live.routes.health}", timeout=2)
+    if live.routes.metadata is None:  # a platform's runtime: its host stays up, the endpoint is gone
+        with client(live, SecretStr(api_key), timeout_s=5) as http:
+            resp = http.post(live.routes.predict, json={live.routes.request_key: [[5.1, 3.5, 1.4, 0.2]]})
+        assert resp.status_code in (400, 404), resp.text
+    else:
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"{live.url}{live.routes.health}", timeout=2)
     assert target.endpoint() is None
     assert target.describe().release_id is None
     target.teardown()
