@@ -169,7 +169,8 @@ def deployment_config(config: SageMakerConfig, alarms: list[str], *, all_at_once
 
 def alarm_requests(config: SageMakerConfig, ctx: TargetContext, endpoint: str, release_id: str) -> list[dict[str, Any]]:
     """PutMetricAlarm for the variant: invocation 5xx errors, and ModelLatency's p99 against the SLO
-    (ModelLatency is in microseconds). Missing data is not breaching: an idle endpoint is not failing."""
+    (ModelLatency is in microseconds; in a spec it defaults to gate.slo.p99_ms). Missing data is not
+    breaching: an idle endpoint is not failing."""
     errors_name, latency_name = alarm_names(endpoint, release_id)
     dims = [{"Name": "EndpointName", "Value": endpoint}, {"Name": "VariantName", "Value": variant_name(release_id)}]
     a = config.alarms
@@ -177,7 +178,7 @@ def alarm_requests(config: SageMakerConfig, ctx: TargetContext, endpoint: str, r
               "EvaluationPeriods": a.evaluation_minutes, "DatapointsToAlarm": a.evaluation_minutes,
               "TreatMissingData": "notBreaching", "ComparisonOperator": "GreaterThanThreshold",
               "Tags": tags(ctx, None, **{RELEASE_TAG: release_id})}  # fmt: skip
-    return [
+    alarms = [
         {**common, "AlarmName": errors_name, "MetricName": "Invocation5XXErrors", "Statistic": "Sum",
          "Threshold": float(a.max_5xx_errors),
          "AlarmDescription": f"Slipway: {endpoint} variant {variant_name(release_id)} answers 5xx errors"},
@@ -186,6 +187,7 @@ def alarm_requests(config: SageMakerConfig, ctx: TargetContext, endpoint: str, r
          "AlarmDescription": f"Slipway: {endpoint} variant {variant_name(release_id)} p99 model latency above "
          f"{a.latency_p99_ms:g} ms"},
     ]  # fmt: skip
+    return alarms if a.latency_p99_ms else alarms[:1]  # no SLO to hold (a config outside a spec): no latency alarm
 
 
 def resource_id(endpoint: str, variant: str) -> str:

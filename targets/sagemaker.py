@@ -140,7 +140,12 @@ class SageMakerEndpointTarget:
                 request = obj.endpoint_config_request(self.config, self.ctx, release, name, name)
                 if "DataCaptureConfig" in request:
                     request["DataCaptureConfig"]["DestinationS3Uri"] = obj.data_capture_uri(self.config, self.ctx)
-                self.sagemaker.create_endpoint_config(**request)
+                try:
+                    self.sagemaker.create_endpoint_config(**request)
+                except ClientError:  # refused (an instance type the region lacks, ...): the Model goes too
+                    with contextlib.suppress(ClientError):
+                        self.sagemaker.delete_model(ModelName=name)
+                    raise
             first = current is None or (current["EndpointStatus"] == "Failed" and not self._live_release())
             if first:
                 if current is not None:  # a failed first endpoint nothing ever served: made again

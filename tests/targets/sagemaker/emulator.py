@@ -73,6 +73,7 @@ class EndpointState:
     capture: dict[str, Any] | None = None
     modified: float = field(default_factory=time.time)
     deleted: bool = False
+    shares: list[float] = field(default_factory=list)  # the green fleet's share at each step of every update
 
 
 class SageMakerFront:
@@ -371,6 +372,7 @@ class SageMakerFront:
     def _route(self, state: EndpointState, blue: dict[str, Fleet], green: dict[str, Fleet],
                green_weights: dict[str, float], share: float, variants: list[Any]) -> None:  # fmt: skip
         with self.lock:
+            state.shares.append(share)
             blue_total = sum(state.weights.values()) or 1.0
             state.routes = [(f, (1 - share) * state.weights.get(v, 0) / blue_total) for v, f in blue.items()]
             state.routes += [(f, share * green_weights[v]) for v, f in green.items()]
