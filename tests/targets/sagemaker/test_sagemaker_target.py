@@ -22,10 +22,11 @@ from slipway.release import ImageRef, Release, Stage
 from targets import _sagemaker_objects as obj
 from targets import make_target
 from targets.base import Target, put_live
+from targets.sagemaker import SageMakerEndpointTarget
 from tests.targets.fixtures import SHA_OF_VARIANT, TIMEOUTS, context
 from tests.targets.sagemaker.fixtures import BUCKET, SageMakerEnv, sagemaker_config
 
-Make = Callable[..., Target]
+Make = Callable[..., SageMakerEndpointTarget]
 _ROW = {"inputs": [[5.1, 3.5, 1.4, 0.2]]}
 
 
@@ -33,8 +34,9 @@ _ROW = {"inputs": [[5.1, 3.5, 1.4, 0.2]]}
 def make(sagemaker_env: SageMakerEnv, state_dir: Path, api_key: str) -> Iterator[Make]:
     made: list[Target] = []
 
-    def factory(stage: Stage = Stage.PRODUCTION, **settings: Any) -> Target:
+    def factory(stage: Stage = Stage.PRODUCTION, **settings: Any) -> SageMakerEndpointTarget:
         target = make_target(sagemaker_config(sagemaker_env, **settings), context(stage, state_dir, api_key))
+        assert isinstance(target, SageMakerEndpointTarget)
         made.append(target)
         return target
 
@@ -55,8 +57,8 @@ def _served(target: Target) -> str:
     return resp.headers["x-amzn-invoked-production-variant"]
 
 
-def _name(target: Target) -> str:
-    return str(getattr(target, "name"))
+def _name(target: SageMakerEndpointTarget) -> str:
+    return target.name
 
 
 def test_resources_tags_and_a_guardrail_canary_with_alarms_scaling_and_capture_kept(
@@ -66,7 +68,7 @@ def test_resources_tags_and_a_guardrail_canary_with_alarms_scaling_and_capture_k
     capture = {"sampling_percent": 25}
     scaling = {"min_instances": 2, "max_instances": 4, "invocations_per_instance": 500}
     target = make(instance_count=2, data_capture=capture, autoscaling=scaling, alarms={"latency_p99_ms": 2000})
-    object.__setattr__(target, "ctx", dataclasses.replace(getattr(target, "ctx"), progress=progress.append))
+    target.ctx = dataclasses.replace(target.ctx, progress=progress.append)
     sm, name = sagemaker_env.client("sagemaker"), _name(target)
     put_live(target, releases["v1"], TIMEOUTS)
     assert _served(target) == "r-v1"
@@ -93,7 +95,7 @@ def test_resources_tags_and_a_guardrail_canary_with_alarms_scaling_and_capture_k
     assert sagemaker_env.front.endpoints[name].shares == [0.5, 1.0]  # the canary's half, baked, then all
     assert any("status Updating" in line for line in progress), progress
     assert any("pending variant r-v2" in line for line in progress), progress
-    endpoint = getattr(target, "sagemaker").describe_endpoint(EndpointName=name)  # through the front
+    endpoint = target.sagemaker.describe_endpoint(EndpointName=name)  # through the front
     assert endpoint["EndpointConfigName"] == obj.release_name(name, "r-v2")
     assert endpoint["DataCaptureConfig"]["CurrentSamplingPercentage"] == 25  # kept across the update
 
@@ -128,7 +130,7 @@ def test_an_alarm_during_the_canary_rolls_back_and_is_a_rejection_naming_it(
     cloudwatch = sagemaker_env.client("cloudwatch")
 
     def fire_once_canary_serves() -> None:
-        sm = getattr(target, "sagemaker")
+        sm = target.sagemaker
         for _ in range(600):
             pending = sm.describe_endpoint(EndpointName=_name(target)).get("PendingDeploymentSummary") or {}
             if any(v.get("CurrentWeight", 0) > 0 for v in pending.get("ProductionVariants", [])):
@@ -142,7 +144,7 @@ def test_an_alarm_during_the_canary_rolls_back_and_is_a_rejection_naming_it(
     assert info.value.alarms and errors_alarm in info.value.alarms[0]
     assert "5xx in the canary" in str(info.value) and "previous endpoint config" in info.value.hint
     assert _served(target) == "r-v1" and target.describe().release_id == "r-v1"
-    assert not [c for c in getattr(target, "_releases")() if c == "r-v2"]  # the candidate's config went
+    assert not [c for c in target._releases() if c == "r-v2"]  # the candidate's config went
 
 
 @pytest.mark.fault("update timeout")
@@ -198,7 +200,7 @@ def test_model_data_overwritten_or_missing_in_s3_is_refused_and_production_stays
     target = make()
     s3 = sagemaker_env.client("s3")
     v2 = model_data(releases["v2"].package_dir)
-    v2_key = obj.model_data_key(getattr(target, "config"), getattr(target, "ctx"), v2.sha256)
+    v2_key = obj.model_data_key(target.config, target.ctx, v2.sha256)
     s3.put_object(Bucket=BUCKET, Key=v2_key, Body=b"not the model", Metadata={"sha256": "0" * 64})
     put_live(target, releases["v1"], TIMEOUTS)
     with pytest.raises(ConfigError, match=r"has sha256 000000000000, not the release's") as info:
@@ -211,9 +213,7 @@ def test_model_data_overwritten_or_missing_in_s3_is_refused_and_production_stays
     s3.delete_object(Bucket=BUCKET, Key=v2_key)
     put_live(target, releases["v2"], TIMEOUTS)  # uploaded under its digest this time
     v1 = model_data(releases["v1"].package_dir)
-    s3.delete_object(
-        Bucket=BUCKET, Key=obj.model_data_key(getattr(target, "config"), getattr(target, "ctx"), v1.sha256)
-    )
+    s3.delete_object(Bucket=BUCKET, Key=obj.model_data_key(target.config, target.ctx, v1.sha256))
     with pytest.raises(ConfigError, match="is missing from S3"):
         target.rollback(releases["v1"], TIMEOUTS)
     assert _served(target) == "r-v2"
@@ -257,14 +257,14 @@ def test_an_update_that_would_drop_data_capture_is_refused(
 ) -> None:
     capturing = make(data_capture={"sampling_percent": 10})
     put_live(capturing, releases["v1"], TIMEOUTS)
-    config = getattr(capturing, "config")
+    config = capturing.config
     forgetful = make(endpoint_name=config.endpoint_name)  # the same endpoint, a spec without data_capture
     with pytest.raises(ConfigError, match="the update would drop it"):
         put_live(forgetful, releases["v2"], TIMEOUTS)
     assert _served(capturing) == "r-v1"
     deliberate = make(endpoint_name=config.endpoint_name, data_capture={"enabled": False})
     put_live(deliberate, releases["v2"], TIMEOUTS)
-    assert "DataCaptureConfig" not in getattr(deliberate, "sagemaker").describe_endpoint(EndpointName=_name(deliberate))
+    assert "DataCaptureConfig" not in deliberate.sagemaker.describe_endpoint(EndpointName=_name(deliberate))
 
 
 def test_serverless_config_facts_and_the_plan(
