@@ -63,7 +63,7 @@ def recommend(millisecond_latency: bool, sporadic_traffic: bool, complex_orchest
     return Recommendation(
         "Managed ML platform",
         "SageMaker endpoints, Vertex AI endpoints, Azure ML online endpoints",
-        "(managed ML target: planned)",
+        "sagemaker (Amazon SageMaker endpoints, promoted through deployment guardrails)",
         [*steady, "complex orchestration? no"],
         "steady traffic without orchestration needs of your own: let the platform run endpoints, "
         "monitoring and autoscaling",
