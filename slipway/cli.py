@@ -107,11 +107,15 @@ def deploy(
         if endpoint.auth.scheme is AuthScheme.GOOGLE_ID_TOKEN:  # Cloud Run's IAM: an ID token of an invoker
             credential = "$(gcloud auth print-identity-token)"
         body = _example_body(rel.package_dir)
-        out.print(
-            f'try: curl -s -H "Authorization: Bearer {credential}" '
-            f"-H 'Content-Type: application/json' -d '{body}' {endpoint.url}{endpoint.routes.predict}",
-            highlight=False, markup=False, soft_wrap=True,
-        )  # fmt: skip
+        url = f"{endpoint.url}{endpoint.routes.predict}"
+        headers = f"-H \"Authorization: Bearer {credential}\" -H 'Content-Type: application/json'"
+        example = f"try: curl -s {headers} -d '{body}' {url}"
+        if endpoint.auth.scheme is AuthScheme.AWS_SIGV4 and endpoint.auth.aws_service == "sagemaker":
+            # IAM at SageMaker's edge: a request signed with the caller's AWS credentials, as the AWS CLI signs it
+            example = (f"try: aws sagemaker-runtime invoke-endpoint --endpoint-name {endpoint.url.rsplit('/', 1)[-1]} "
+                       f"--region {endpoint.auth.aws_region} --content-type application/json "
+                       f"--cli-binary-format raw-in-base64-out --body '{body}' /dev/stdout")  # fmt: skip
+        out.print(example, highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command()
