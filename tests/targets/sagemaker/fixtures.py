@@ -77,13 +77,14 @@ def sagemaker_env(
 
 
 def sagemaker_config(env: SageMakerEnv, **settings: Any) -> SageMakerTarget:
-    """A target config on the front: an endpoint of its own, a quick canary (50 %, a 30 s bake: 1 s here)."""
+    """A target config on the front: an endpoint of its own, a quick canary (50 %, a 30 s bake: 1 s here), and
+    up to 2 minutes (3600 s emulated, the front's cap) for a container to answer /ping on a busy machine."""
     return SageMakerTarget.model_validate({
         "region": REGION, "endpoint_url": env.front.url, "runtime_endpoint_url": env.front.url,
         "endpoint_name": f"iris-t{next(_names)}", "execution_role_arn": ROLE, "bucket": BUCKET,
         "instance_type": "ml.m5.large", "instance_count": 1,
         "rollout": {"type": "canary", "size": 50, "wait_interval_s": 30, "termination_wait_s": 0,
-                    "max_execution_timeout_s": 1200},
-        "container_startup_timeout_s": 600, "api_attempts": 3,
-        "ready_timeout_s": 90, "promote_timeout_s": 1300, **settings,
+                    "max_execution_timeout_s": 3600},
+        "container_startup_timeout_s": 3600, "api_attempts": 3,
+        "ready_timeout_s": 180, "promote_timeout_s": 3700, **settings,
     })  # fmt: skip
