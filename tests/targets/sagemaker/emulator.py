@@ -306,7 +306,8 @@ class SageMakerFront:
                 state.status, state.reason, state.modified = "Failed", str(exc), time.time()
             return
         except Exception as exc:
-            self.errors.append(f"creating {state.name}: {type(exc).__name__}: {exc}")
+            if not state.deleted:  # DeleteEndpoint while Creating is allowed: what failed then is no fault
+                self.errors.append(f"creating {state.name}: {type(exc).__name__}: {exc}")
             with self.lock:
                 state.status, state.reason = "Failed", f"emulator: {exc}"
             return

@@ -101,7 +101,10 @@ class Hosting:
         fleet = Fleet(endpoint, config, name, run.id, 0, model_dir, int(variant.get("InitialInstanceCount") or 1))
         deadline = time.monotonic() + budget_s
         while time.monotonic() < deadline:
-            run.reload()
+            try:
+                run.reload()
+            except docker.errors.NotFound as exc:  # removed while it started: the endpoint was deleted
+                raise FleetFailed(f"The container of production variant {name} was removed while it started") from exc
             published = (run.ports or {}).get(f"{CONTAINER_PORT}/tcp") or []
             if published and not fleet.port:
                 fleet.port = int(published[0]["HostPort"])
