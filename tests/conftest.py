@@ -45,6 +45,7 @@ _SHARED = {
     "kubernetes": ("tests/targets/kubernetes/", "tests/flows/test_k8s_pool.py"),
     "cloudrun": ("tests/targets/cloudrun/", "tests/serving/test_contracts.py"),
     "ec2": ("tests/targets/ec2/",),
+    "sagemaker": ("tests/targets/sagemaker/",),
     "triggers": ("tests/flows/triggers/",),
 }
 
