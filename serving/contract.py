@@ -59,6 +59,8 @@ LAMBDA_ENV = "AWS_LAMBDA_RUNTIME_API"
 BATCHING_ENV = "SLIPWAY_BATCHING"  # auto | on | off
 MAX_BATCH_ROWS_ENV = "SLIPWAY_MAX_BATCH_ROWS"
 MAX_BATCH_WAIT_US_ENV = "SLIPWAY_MAX_BATCH_WAIT_US"
+_OPTION_ENV = {"--batching": BATCHING_ENV, "--max-batch-rows": MAX_BATCH_ROWS_ENV,
+               "--max-batch-wait-us": MAX_BATCH_WAIT_US_ENV}  # fmt: skip
 
 EXIT_OK, EXIT_ERROR, EXIT_CONFIG, EXIT_PACKAGE, EXIT_BIND = 0, 1, 2, 3, 4
 EXIT_REASONS: dict[int, str] = {
@@ -75,6 +77,16 @@ EXIT_REASONS: dict[int, str] = {
 ContractName = Literal["generic", "cloudrun", "sagemaker", "vertex", "lambda"]
 _AUTH_ON = frozenset({"", "key", "bearer", "on"})
 _FLAGS = frozenset({"--no-auth", "--hold", "-h", "--help"})  # the launcher's options that take no value
+
+
+def options_environment(options: Sequence[str]) -> dict[str, str]:
+    """The launcher's options (``--max-batch-rows 128 ...``) as the environment it reads instead, for a
+    platform that runs the image with its own arguments."""
+    pairs = dict(zip(options[::2], options[1::2], strict=True))
+    unknown = sorted(set(pairs) - set(_OPTION_ENV))
+    if unknown:
+        raise ValueError(f"no environment variable stands for the server's option(s) {', '.join(unknown)}")
+    return {_OPTION_ENV[option]: value for option, value in pairs.items()}
 
 
 def exit_reason(code: int) -> str:

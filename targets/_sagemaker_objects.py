@@ -16,7 +16,7 @@ import hashlib
 import re
 from typing import Any
 
-from serving.contract import AUTH_ENV
+from serving.contract import AUTH_ENV, options_environment
 from slipway.release import Release
 from slipway.spec import SageMakerTarget as SageMakerConfig
 from targets.base import TargetContext
@@ -80,12 +80,13 @@ def model_request(
     config: SageMakerConfig, ctx: TargetContext, release: Release, name: str, model_data_url: str, sha256: str
 ) -> dict[str, Any]:
     """CreateModel: the server-only image by digest, the model data mounted at /opt/ml/model; no API key
-    (SageMaker authenticates InvokeEndpoint with IAM at its edge, so the server runs with SLIPWAY_AUTH=none)."""
+    (SageMaker authenticates InvokeEndpoint with IAM at its edge, so the server runs with SLIPWAY_AUTH=none);
+    the spec's serving options as the environment the server reads (SageMaker runs ``IMAGE serve``)."""
     container: dict[str, Any] = {
         "Image": str(release.image),
         "Mode": "SingleModel",
         "ModelDataUrl": model_data_url,
-        "Environment": {AUTH_ENV: "none"},
+        "Environment": {AUTH_ENV: "none", **options_environment(ctx.server_args)},
     }
     return {
         "ModelName": name,

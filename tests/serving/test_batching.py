@@ -227,3 +227,15 @@ def test_bad_batch_settings_refuse_to_start(
         kit.server_command(iris_package, kit.free_port(), workdir / "never.json", *extra), kit.server_env(**env)
     )
     assert code == 2 and fragment in stderr
+
+
+def test_every_serving_option_of_the_spec_has_the_environment_variable_a_platform_passes_instead() -> None:
+    from serving.contract import options_environment
+    from slipway.spec import ServingSettings
+
+    options = ServingSettings(batching="on", max_batch_rows=9, max_batch_wait_us=5).server_args()
+    assert options_environment(options) == {
+        "SLIPWAY_BATCHING": "on", "SLIPWAY_MAX_BATCH_ROWS": "9", "SLIPWAY_MAX_BATCH_WAIT_US": "5"
+    }  # fmt: skip
+    with pytest.raises(ValueError, match="--workers"):
+        options_environment(["--workers", "2"])

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from pydantic import SecretStr
 
@@ -23,7 +24,7 @@ from targets import _sagemaker_objects as obj
 from targets import make_target
 from targets.base import Target, put_live
 from targets.sagemaker import SageMakerEndpointTarget
-from tests.targets.fixtures import SHA_OF_VARIANT, TIMEOUTS, context
+from tests.targets.fixtures import SERVING, SHA_OF_VARIANT, TIMEOUTS, context
 from tests.targets.sagemaker.fixtures import BUCKET, SageMakerEnv, sagemaker_config
 
 Make = Callable[..., SageMakerEndpointTarget]
@@ -76,7 +77,12 @@ def test_resources_tags_and_a_guardrail_canary_with_alarms_scaling_and_capture_k
     v1 = sm.describe_model(ModelName=obj.release_name(name, "r-v1"))
     container = v1["PrimaryContainer"]
     assert container["Image"] == str(releases["v1"].image) and "@sha256:" in container["Image"]
-    assert container["Environment"] == {"SLIPWAY_AUTH": "none"}  # SageMaker's IAM authenticates at its edge
+    # SageMaker's IAM authenticates at its edge; SageMaker runs IMAGE serve, so the spec's serving options
+    # travel as the environment
+    assert container["Environment"] == {"SLIPWAY_AUTH": "none", "SLIPWAY_MAX_BATCH_ROWS": str(SERVING.max_batch_rows)}
+    (fleet,) = sagemaker_env.front.endpoints[name].fleets.values()  # the server itself, past the front
+    batching = httpx.get(f"http://127.0.0.1:{fleet.port}/metadata", timeout=10).json()["batching"]
+    assert (batching["enabled"], batching["max_rows"]) == (True, SERVING.max_batch_rows)
     data = model_data(releases["v1"].package_dir)
     assert container["ModelDataUrl"] == f"s3://{BUCKET}/slipway/iris/{data.sha256}/model.tar.gz"
     tags = obj.tag_map(sm.list_tags(ResourceArn=v1["ModelArn"])["Tags"])
