@@ -61,6 +61,13 @@ MAX_BATCH_ROWS_ENV = "SLIPWAY_MAX_BATCH_ROWS"
 MAX_BATCH_WAIT_US_ENV = "SLIPWAY_MAX_BATCH_WAIT_US"
 _OPTION_ENV = {"--batching": BATCHING_ENV, "--max-batch-rows": MAX_BATCH_ROWS_ENV,
                "--max-batch-wait-us": MAX_BATCH_WAIT_US_ENV}  # fmt: skip
+# Lambda: what the function reads from AWS at a cold start (serving.aws), named by its configuration
+API_KEY_SECRET_ENV = "SLIPWAY_API_KEY_SECRET"  # the API key in a Secrets Manager secret (ARN or name)
+API_KEY_SECRET_VERSION_ENV = "SLIPWAY_API_KEY_SECRET_VERSION"  # the secret's version the release reads
+API_KEY_PARAMETER_ENV = "SLIPWAY_API_KEY_PARAMETER"  # or in an SSM SecureString parameter
+PACKAGE_S3_ENV = "SLIPWAY_PACKAGE_S3"  # s3://bucket/prefix/ of the package served instead of the image's
+PACKAGE_SHA256_ENV = "SLIPWAY_PACKAGE_SHA256"  # the artifact's sha256 the fetched package must have
+COLD_START_HEADER = "x-slipway-cold-start"  # on the first HTTP answer of an execution environment: its init ms
 
 EXIT_OK, EXIT_ERROR, EXIT_CONFIG, EXIT_PACKAGE, EXIT_BIND = 0, 1, 2, 3, 4
 EXIT_REASONS: dict[int, str] = {

@@ -19,19 +19,27 @@ has one, exactly as over HTTP (a function URL with ``AuthType: NONE`` is public)
 Both kinds go through the app's one predict path: ``SlipwayApp.predict_bytes`` for direct invokes,
 the ASGI app (which calls it) for HTTP events. A process answers one event at a time, so nothing
 waits to share a predict call: the handler turns the app's batching off (``stop_batching``).
+
+Cold starts are visible to callers: the first event an execution environment answers is its cold
+start, and when it is an HTTP event its answer carries ``x-slipway-cold-start: <ms>``, the time from
+the process's start to the runtime client's start (the init: imports, the model's load and
+self-check). The gate measures those requests apart from warm ones.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import os
 from collections.abc import Coroutine
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 import orjson
 
 from serving.app import Headers, Message, SlipwayApp
+from serving.contract import COLD_START_HEADER
 
 HANDLER = "serving.lambda_runtime.handler"
 _DROPPED = frozenset({b"content-length", b"connection"})  # the platform sets its own
@@ -41,14 +49,19 @@ _USAGE = 'expected {"features": ROW}, {"inputs": ROW or [ROW, ...]}, or an HTTP 
 class LambdaHandler:
     """Lambda events → the app: direct invokes through ``predict_bytes``, HTTP events through ASGI."""
 
-    def __init__(self, app: SlipwayApp) -> None:
+    def __init__(self, app: SlipwayApp, init_ms: float | None = None) -> None:
         app.stop_batching("Lambda: one event at a time per process, nothing waits together")
         self.app = app
+        self.cold_init_ms = init_ms  # until the first event is answered: this environment's init
 
     def __call__(self, event: Any, context: Any = None) -> dict[str, Any]:
+        cold, self.cold_init_ms = self.cold_init_ms, None
         if type(event) is dict:
             if "requestContext" in event and ("rawPath" in event or "httpMethod" in event):
-                return self.http(event)
+                answer = self.http(event)
+                if cold is not None:
+                    answer["headers"][COLD_START_HEADER] = f"{cold:.0f}"
+                return answer
             if "features" in event:
                 return self.features(event)
             if "inputs" in event:
@@ -134,6 +147,16 @@ def _proxy(status: int, headers: Headers, body: bytes) -> dict[str, Any]:
     }
 
 
+def process_age_ms() -> float | None:
+    """How long ago this process started (Linux: /proc), None where that cannot be read."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rpartition(")")[2].split()[19])  # starttime, field 22
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return max(0.0, (uptime - ticks / os.sysconf("SC_CLK_TCK")) * 1000)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def _invoke_error(status: int, message: str) -> dict[str, Any]:
     return {"error": message, "status": status}
 
@@ -156,6 +179,6 @@ def run(app: SlipwayApp) -> int:
     global _handler
     from awslambdaric.__main__ import main
 
-    _handler = LambdaHandler(app)
+    _handler = LambdaHandler(app, init_ms=process_age_ms())
     main(["awslambdaric", HANDLER])
     return 0

@@ -49,6 +49,8 @@ from serving.contract import (
     EXIT_PACKAGE,
     MAX_BATCH_ROWS_ENV,
     MAX_BATCH_WAIT_US_ENV,
+    PACKAGE_S3_ENV,
+    PACKAGE_SHA256_ENV,
     SAGEMAKER_COMMAND,
     SAGEMAKER_MODEL_DIR,
     Contract,
@@ -287,10 +289,22 @@ def _package(contract: Contract, args: argparse.Namespace) -> Path:
 
 
 def _serve_lambda(package: Path, key: str | None, args: argparse.Namespace) -> int:
-    """Load the model once (the cold start's init), then answer Lambda's events with it in this process."""
+    """Load the model once (the cold start's init), then answer Lambda's events with it in this process.
+
+    With ``SLIPWAY_PACKAGE_S3`` (``model_location: s3``) the package is first fetched from S3 into
+    ``--package`` and its artifact checked against ``SLIPWAY_PACKAGE_SHA256`` (``serving.aws``)."""
     if importlib.util.find_spec("awslambdaric") is None:
         raise Fatal(EXIT_CONFIG, "AWS_LAMBDA_RUNTIME_API is set but awslambdaric (the runtime client) is not installed")
     started = time.perf_counter()
+    if os.environ.get(PACKAGE_S3_ENV):
+        from serving.aws import AwsError, fetch_package
+
+        try:
+            package = fetch_package(os.environ[PACKAGE_S3_ENV], os.environ.get(PACKAGE_SHA256_ENV, ""), package)
+        except AwsError as exc:
+            raise Fatal(EXIT_PACKAGE, f"refusing to serve the package {os.environ[PACKAGE_S3_ENV]}: {exc}") from None
+        _say(f"lambda: fetched the package from {os.environ[PACKAGE_S3_ENV]} in "
+             f"{1000 * (time.perf_counter() - started):.0f} ms (sha256 checked)")  # fmt: skip
     app = _load(package, key, args.contract.routes, args.max_body_bytes)  # run() turns batching off
     manifest = app.model.manifest
     auth = "HTTP events need the API key" if app.auth else "auth OFF (--no-auth or SLIPWAY_AUTH=none)"
@@ -301,6 +315,17 @@ def _serve_lambda(package: Path, key: str | None, args: argparse.Namespace) -> i
     from serving.lambda_runtime import run
 
     return run(app)
+
+
+def _lambda_environ() -> dict[str, str]:
+    """The environment, with the API key read from Secrets Manager or SSM when the function's
+    configuration names one (once per cold start: never a plain environment value)."""
+    from serving.aws import AwsError, api_key_environ
+
+    try:
+        return api_key_environ(os.environ)
+    except AwsError as exc:
+        raise ValueError(f"cannot read the API key: {exc}") from None
 
 
 def _say(message: str) -> None:
@@ -326,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
             raise Fatal(EXIT_CONFIG, f"--max-body-bytes must be positive, not {args.max_body_bytes}")
         try:
             args.contract = contract = detect(argv, os.environ)
-            key = api_key(os.environ, args.no_auth)
+            key = api_key(_lambda_environ() if contract.name == "lambda" else os.environ, args.no_auth)
         except ValueError as exc:
             raise Fatal(EXIT_CONFIG, str(exc)) from None
         package = _package(contract, args)
