@@ -10,6 +10,12 @@ Environment (set by the gate, ``tasks.gate.gate_env``):
   SLIPWAY_API_KEY       the endpoint's API key (absent when the endpoint has no auth)
   SLIPWAY_GATE_SMOKE_REPORT  where the smoke phase writes its verdict (JSON)
   SLIPWAY_GATE_STATS    where the load phase writes its final stats (JSON, Locust's own serialization)
+  SLIPWAY_GATE_COLD     where each cold start is appended (JSON lines: its latency, the init it reported)
+
+Requests are counted under three names: the predict route (warm answers), ``cold start`` (an answer
+carrying ``x-slipway-cold-start``: the first request of a fresh execution environment, on targets
+that start them on demand) and ``throttled (HTTP 429)`` (the platform refused it for concurrency or
+rate, not the model): the gate judges latency on warm answers and reports the other two apart.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from locust.env import Environment
 from locust.runners import WorkerRunner
 from pydantic import SecretStr
 
+from serving.contract import COLD_START_HEADER
 from serving.manifest import read_manifest
 from slipway.http import request_headers
 from slipway.release import AuthScheme, Endpoint
@@ -39,6 +46,24 @@ _SIGNED = _ENDPOINT.auth.scheme is AuthScheme.AWS_SIGV4  # a signature per reque
 _FIXED = {"Content-Type": "application/json"} | (
     {} if _SIGNED else request_headers(_ENDPOINT, _KEY, "POST", _ENDPOINT.url + _PREDICT)
 )
+COLD, THROTTLED = "cold start", "throttled (HTTP 429)"
+
+
+def _sort(resp: Any) -> bool:
+    """File a response under its kind (a cold start, a throttled request); True when it was throttled."""
+    if resp.status_code == 429:
+        resp.request_meta["name"] = THROTTLED
+        resp.failure("HTTP 429 (throttled)")
+        return True
+    init = (resp.headers or {}).get(COLD_START_HEADER)
+    if init is not None and resp.status_code == 200:
+        resp.request_meta["name"] = COLD
+        path = os.environ.get("SLIPWAY_GATE_COLD")
+        if path:
+            line = json.dumps({"latency_ms": resp.request_meta["response_time"], "init_ms": float(init)})
+            with open(path, "a") as out:  # one short append per cold start: whole lines, whatever the processes
+                out.write(line + "\n")
+    return False
 
 
 def _headers(body: bytes) -> dict[str, str]:
@@ -65,6 +90,8 @@ class SmokeUser(FastHttpUser):
             with self.client.post(
                 _PREDICT, data=body, headers=_headers(body), name=f"smoke sample {i}", catch_response=True
             ) as resp:
+                if _sort(resp):
+                    continue
                 if resp.status_code != 200:
                     resp.failure(f"sample {i}: HTTP {resp.status_code} {(resp.text or '')[:200]}")
                     continue
@@ -116,5 +143,5 @@ class LoadUser(FastHttpUser):
     def predict(self) -> None:
         body = next(self.next_body)
         with self.client.post(_PREDICT, data=body, headers=_headers(body), name=_PREDICT, catch_response=True) as resp:
-            if resp.status_code != 200:
+            if not _sort(resp) and resp.status_code != 200:
                 resp.failure(f"HTTP {resp.status_code}")

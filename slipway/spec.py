@@ -437,6 +437,12 @@ class Slo(_Strict):
     max_error_rate: float = Field(default=0.0, ge=0, le=1, description="Maximum failed/total requests.")
     min_rps: float = Field(default=0.0, ge=0, description="Minimum requests per second sustained.")
 
+    cold_start_ms: float | None = Field(
+        default=None, gt=0, description="Maximum latency of a cold start: the first request of a fresh execution "
+        "environment (targets that start them on demand: lambda, cloudfunctions). The latency SLOs above then "
+        "judge the warm requests. Empty: cold starts are measured and reported, not judged.",
+    )  # fmt: skip
+
     @model_validator(mode="after")
     def _ordered(self) -> Slo:
         if self.p99_ms < self.p95_ms:

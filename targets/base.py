@@ -53,13 +53,29 @@ _log = logging.getLogger("slipway.targets")
 
 
 @dataclass(frozen=True)
+class ColdStart:
+    """The first request of a fresh execution environment (targets that start them on demand), as measured
+    by whoever sent it: its latency, and the init duration the platform (or the server) reported."""
+
+    latency_ms: float
+    init_ms: float | None
+    by: str  # who measured it: "readiness check", "gate"
+
+
+@dataclass(frozen=True)
 class Deployment:
-    """A release running on a stage. ``handle`` holds the target's own resource ids."""
+    """A release running on a stage. ``handle`` holds the target's own resource ids.
+
+    ``cold_starts``: the cold starts the target saw getting it ready (the gate reports them with its
+    own); ``throttling``: what limits the deployment's concurrency and the setting that raises it, for
+    the gate's report when requests are throttled (HTTP 429)."""
 
     release: Release
     stage: Stage
     endpoint: Endpoint
     handle: Mapping[str, str] = field(default_factory=dict)
+    cold_starts: tuple[ColdStart, ...] = ()
+    throttling: str = ""
 
 
 @dataclass(frozen=True)
@@ -92,6 +108,21 @@ PACKAGE = frozenset({ArtifactKind.PACKAGE})
 
 
 @dataclass(frozen=True)
+class Limit:
+    """A platform limit the stage must stay within (serverless: time, memory, package size)."""
+
+    what: str  # "image size", "timeout"
+    value: float | None  # None: not known yet (e.g. the image is not built)
+    limit: float
+    unit: str  # "MB", "s"
+    note: str = ""  # where the value comes from
+
+    @property
+    def exceeded(self) -> bool:
+        return self.value is not None and self.value > self.limit
+
+
+@dataclass(frozen=True)
 class Facts:
     """What a stage is configured to be, read from its config (and, where cheap, the platform): what
     ``plan`` reviews against the chapter's practices (tasks/review.py) and prices (slipway/costs.py)."""
@@ -107,6 +138,7 @@ class Facts:
     public: bool  # reachable from beyond this machine or a private network
     at_rest: tuple[str, ...]  # what Slipway stores for it, and how it is encrypted
     usage: Usage | None  # what it is billed by; None: nothing is billed (this machine)
+    limits: tuple[Limit, ...] = ()  # the platform's limits and where the stage stands against them
 
 
 @dataclass(frozen=True)

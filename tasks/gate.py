@@ -8,7 +8,14 @@ this process with gevent):
          duration and ``--processes``
 
 Both get the endpoint (its URL, authentication, headers and routes) and the key through
-``gate_env``. With ``gate.where: in_target`` the load phase runs next to staging instead, where its
+``gate_env``. On targets that start execution environments on demand (serverless), the first request
+of a fresh environment is a **cold start**: the server marks its answer, the locustfile files it
+apart, and the report gives cold starts (with the init duration reported, and those the target saw
+getting the release ready) beside the warm figures, which the latency SLOs judge; ``slo.cold_start_ms``
+judges the slowest cold start. Requests the platform throttled (HTTP 429) are reported as throttling,
+with the setting that limits it.
+
+With ``gate.where: in_target`` the load phase runs next to staging instead, where its
 target can run a load generator (``targets.base.LoadRunner``: Kubernetes runs it as a Job in the
 namespace, against the Service by its cluster DNS name), from the same locustfile, the modules it
 imports and the package manifest (``load_job``); the smoke phase stays here, through the target's
@@ -22,12 +29,14 @@ Locust starved by other work (or by the server, when it runs on the same machine
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -44,7 +53,7 @@ from slipway.costs import Price, Usage, per_thousand
 from slipway.errors import At, GateError, GateFailed
 from slipway.release import Endpoint
 from slipway.spec import GateSettings, LoadProfile, Slo
-from targets.base import Deployment, LoadJob, LoadRunner
+from targets.base import ColdStart, Deployment, LoadJob, LoadRunner
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCUSTFILE = ROOT / "load_tests" / "predict.py"
@@ -55,6 +64,7 @@ LOCUSTFILE_MODULES = (
     "serving/manifest.py", "slipway/__init__.py", "slipway/errors.py", "slipway/http.py", "slipway/release.py",
 )  # fmt: skip
 IN_TARGET_SLACK_S = 180.0  # beyond the load's duration: scheduling, the image pull, Locust's start and stop
+COLD, THROTTLED = "cold start", "throttled (HTTP 429)"  # the locustfile's names for them
 SATURATED_CPU_PCT = 90.0
 
 
@@ -78,10 +88,43 @@ class LoadResult:
     p99_ms: float
     gate_cpu_pct: float  # of the cores given to Locust (one per process)
     machine_busy_pct: float  # of all this machine's cores, during the load phase
+    throttled: int = 0  # requests the platform answered 429 (counted in failures)
 
     @property
     def error_rate(self) -> float:
         return self.failures / self.requests if self.requests else 1.0
+
+
+@dataclass(frozen=True)
+class ColdStarts:
+    """The cold starts measured: the first requests of fresh execution environments, apart from warm ones."""
+
+    seen: tuple[ColdStart, ...]
+
+    @property
+    def count(self) -> int:
+        return len(self.seen)
+
+    @property
+    def p50_ms(self) -> float:
+        ordered = sorted(c.latency_ms for c in self.seen)
+        return ordered[(len(ordered) - 1) // 2] if ordered else 0.0
+
+    @property
+    def max_ms(self) -> float:
+        return max((c.latency_ms for c in self.seen), default=0.0)
+
+    @property
+    def init_max_ms(self) -> float | None:
+        inits = [c.init_ms for c in self.seen if c.init_ms is not None]
+        return max(inits) if inits else None
+
+    def describe(self) -> str:
+        if not self.seen:
+            return "none measured"
+        by = ", ".join(f"{n} by the {who}" for who, n in sorted(Counter(c.by for c in self.seen).items()))
+        init = f"; init (as reported) up to {self.init_max_ms:.0f} ms" if self.init_max_ms is not None else ""
+        return f"{self.count} ({by}): p50 {self.p50_ms:.0f} ms, slowest {self.max_ms:.0f} ms{init}"
 
 
 @dataclass(frozen=True)
@@ -95,6 +138,8 @@ class GateReport:
     cost_per_1000_usd: float | None = None  # on production's sizing, at the throughput measured here
     cost_note: str = ""  # how it was computed, or why it was not
     where: str = "local"  # where the load phase's Locust ran: this machine, or next to the target
+    cold: ColdStarts = ColdStarts(())  # cold starts (targets that start environments on demand)
+    throttling: str = ""  # what limits the deployment's concurrency (the target's words), for 429s
 
     @property
     def passed(self) -> bool:
@@ -104,6 +149,11 @@ class GateReport:
     def violations(self) -> list[str]:
         out = [f"smoke: {f}" for f in self.smoke_failures]
         out += [f"{c.name}: {c.actual} (limit {c.limit})" for c in self.checks if not c.ok]
+        if out and self.load is not None and self.load.throttled:
+            out.append(
+                f"throttled: {self.load.throttled} of {self.load.requests} requests were answered 429 by the "
+                f"platform (its concurrency limit, not the model): {self.throttling or 'raise the target concurrency'}"
+            )
         if out and self.saturated and self.load:
             out.append(
                 f"note: the gate's own CPU was {self.load.gate_cpu_pct:.0f}% of {self.profile.processes} core(s): "
@@ -133,6 +183,8 @@ class GateReport:
             "duration_s": self.profile.duration_s if self.load else 0.0, "html_report": self.html_report,
             "passed": self.passed, "checks": [asdict(c) for c in self.checks],
             "cost_per_1000_usd": self.cost_per_1000_usd, "cost_note": self.cost_note, "where": self.where,
+            "cold_starts": self.cold.count, "cold_p50_ms": self.cold.p50_ms, "cold_max_ms": self.cold.max_ms,
+            "cold_init_max_ms": self.cold.init_max_ms,
         }  # fmt: skip
 
     def to_markdown(self) -> str:
@@ -161,6 +213,15 @@ class GateReport:
                 + (" — **machine saturated**" if self.machine_saturated and not self.saturated else ""),
                 "",
                 f"Cost per 1,000 predictions: {_usd(self.cost_per_1000_usd)} ({self.cost_note})",
+                *(
+                    [
+                        f"Cold starts (the first request of a fresh execution environment): {self.cold.describe()}; "
+                        f"warm p50 {load.p50_ms:.1f} ms, p95 {load.p95_ms:.1f} ms"
+                    ]
+                    if self.cold.count
+                    else []
+                ),
+                *([f"Throttled (HTTP 429): {load.throttled} requests ({self.throttling})"] if load.throttled else []),
             ]
         )
 
@@ -222,17 +283,22 @@ def run_gate(
     """
     report_dir.mkdir(parents=True, exist_ok=True)
     endpoint, load = deployment.endpoint, gate.load
-    env = gate_env(endpoint, package_dir, api_key, load.batch_size)
+    cold_file = report_dir / "cold.jsonl"
+    cold_file.unlink(missing_ok=True)
+    env = gate_env(endpoint, package_dir, api_key, load.batch_size) | {"SLIPWAY_GATE_COLD": str(cold_file)}
     if gate.smoke:
         smoke_failures = run_smoke(endpoint.url, env, report_dir)
         if smoke_failures:  # wrong answers fail the gate whatever the load figures: skip the load phase
-            return GateReport(deployment.release.id, load, smoke_failures, None)
+            return GateReport(deployment.release.id, load, smoke_failures, None, cold=_cold(deployment, cold_file),
+                              throttling=deployment.throttling)  # fmt: skip
     if runner is not None:
         measured, where = _load_in_target(runner, deployment, package_dir, load, report_dir)
     else:
         measured, where = _load_here(endpoint, env, load, report_dir), "on this machine"
-    return GateReport(deployment.release.id, load, [], measured, _judge(measured, gate.slo),
-                      str(report_dir / "locust.html"), where=where)  # fmt: skip
+    cold = _cold(deployment, cold_file)
+    return GateReport(deployment.release.id, load, [], measured, _judge(measured, gate.slo, cold),
+                      str(report_dir / "locust.html"), where=where, cold=cold,
+                      throttling=deployment.throttling)  # fmt: skip
 
 
 def _load_here(endpoint: Endpoint, env: dict[str, str], load: LoadProfile, report_dir: Path) -> LoadResult:
@@ -292,7 +358,19 @@ def _measured(figures: LoadFigures, cpu_s: float, wall_s: float, processes: int,
         p99_ms=figures.percentile(0.99),
         gate_cpu_pct=100.0 * cpu_s / wall_s / processes if wall_s else 0.0,
         machine_busy_pct=busy_pct,
+        throttled=figures.throttled,
     )
+
+
+def _cold(deployment: Deployment, path: Path) -> ColdStarts:
+    """The cold starts the target saw getting the release ready, and those the gate's requests met."""
+    seen = list(deployment.cold_starts)
+    with contextlib.suppress(OSError):
+        for line in path.read_text().splitlines():
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                raw = json.loads(line)
+                seen.append(ColdStart(float(raw["latency_ms"]), float(raw["init_ms"]), "gate"))
+    return ColdStarts(tuple(seen))
 
 
 def check(report: GateReport) -> GateReport:
@@ -302,8 +380,13 @@ def check(report: GateReport) -> GateReport:
     return report
 
 
-def _judge(m: LoadResult, slo: Slo) -> list[Check]:
+def _judge(m: LoadResult, slo: Slo, cold: ColdStarts = ColdStarts(())) -> list[Check]:
+    checks = [] if slo.cold_start_ms is None else [
+        Check("cold start", f"≤ {slo.cold_start_ms:g} ms", f"{cold.max_ms:.0f} ms (slowest of {cold.count})"
+              if cold.count else "none measured", cold.max_ms <= slo.cold_start_ms),
+    ]  # fmt: skip
     return [
+        *checks,
         Check("p95 latency", f"≤ {slo.p95_ms:g} ms", f"{m.p95_ms:g} ms", m.p95_ms <= slo.p95_ms),
         Check("p99 latency", f"≤ {slo.p99_ms:g} ms", f"{m.p99_ms:g} ms", m.p99_ms <= slo.p99_ms),
         Check(
@@ -365,7 +448,8 @@ class LoadFigures:
     requests: int
     failures: int
     rps: float
-    response_times: dict[float, int]  # milliseconds (rounded as Locust rounds them) → count
+    response_times: dict[float, int]  # milliseconds (rounded as Locust rounds them) → count; warm requests only
+    throttled: int = 0  # requests the platform answered 429
 
     def percentile(self, fraction: float) -> float:
         """Locust's own percentile: the smallest time that all but ``1 - fraction`` of requests beat."""
@@ -386,14 +470,17 @@ def load_figures(path: Path) -> LoadFigures:
                         hint=f"read {path.with_suffix('.log')}") from exc  # fmt: skip
     times: dict[float, int] = {}
     for entry in entries:
+        if entry.get("name") in (COLD, THROTTLED):  # reported apart: the latency figures are the warm ones
+            continue
         for ms, count in entry["response_times"].items():
             times[float(ms)] = times.get(float(ms), 0) + count
     requests = sum(int(e["num_requests"]) for e in entries)
     span = max((e["last_request_timestamp"] or 0 for e in entries), default=0) - min(
         (e["start_time"] for e in entries), default=0
     )
+    throttled = sum(int(e["num_requests"]) for e in entries if e.get("name") == THROTTLED)
     return LoadFigures(requests, sum(int(e["num_failures"]) for e in entries), requests / span if span > 0 else 0.0,
-                       times)  # fmt: skip
+                       times, throttled)  # fmt: skip
 
 
 def run_smoke(url: str, env: dict[str, str], report_dir: Path) -> list[str]:

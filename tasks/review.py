@@ -20,7 +20,7 @@ from prefect.cache_policies import NONE
 from slipway.costs import Estimate, monthly, price_table
 from slipway.errors import ConfigError
 from slipway.spec import ReleaseSpec
-from targets.base import Target
+from targets.base import Facts, Target
 
 Level = Literal["pass", "warn", "refuse"]
 _CREDENTIALS = [  # values that are credentials, wherever they sit in a spec
@@ -78,6 +78,7 @@ def review(spec: ReleaseSpec, staging: Target, production: Target) -> Review:
         *_scaling(facts["production"], production),
         Finding("DO monitor everything / DON'T skip monitoring", "pass", "; ".join(facts["production"].monitoring)),
         _encryption(facts["production"]),
+        *_limits(facts),
         Finding(
             "DO version deployments",
             "pass",
@@ -237,6 +238,28 @@ def _encryption(facts: Any) -> Finding:
         )
     how = "over TLS" if facts.tls else "not reachable from outside this machine or private network"
     return Finding(practice, "pass", f"production's endpoint is {how}{at_rest}")
+
+
+def _limits(facts: dict[str, Facts]) -> list[Finding]:
+    """The platform's limits (serverless: time, memory, package size): a stage over one is refused."""
+    practice = "Serverless limits: time, memory, package size"
+    out = []
+    for stage, f in facts.items():
+        if not f.limits:
+            continue
+        shown = "; ".join(
+            f"{lim.what} {'not known yet' if lim.value is None else f'{lim.value:,.0f}'} of {lim.limit:,.0f} {lim.unit}"
+            + (f" ({lim.note})" if lim.note else "")
+            for lim in f.limits
+        )
+        over = [lim.what for lim in f.limits if lim.exceeded]
+        if over:
+            out.append(Finding(practice, "refuse", f"{stage}: {', '.join(over)} over the limit: {shown}",
+                               "make it smaller (a model loaded from object storage, fewer dependencies) or pick "
+                               "a pattern without that limit"))  # fmt: skip
+        else:
+            out.append(Finding(practice, "pass", f"{stage}: {shown}"))
+    return out
 
 
 def _costs(costs: dict[str, Estimate], spec: ReleaseSpec) -> Finding:
