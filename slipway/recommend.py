@@ -45,7 +45,7 @@ def recommend(millisecond_latency: bool, sporadic_traffic: bool, complex_orchest
         return Recommendation(
             "Serverless",
             "AWS Lambda (container images), Cloud Functions, Azure Functions",
-            "(serverless target: planned)",
+            "lambda (AWS Lambda container images; Cloud Functions: planned)",
             ["millisecond latency? no", "traffic sporadic? yes"],
             "you pay per invocation and it scales to zero between bursts; the price is cold-start latency, "
             "which you said you can afford",

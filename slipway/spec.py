@@ -412,11 +412,106 @@ class SageMakerTarget(_TargetBase):
         return self
 
 
+# AWS Lambda's limits (docs/targets/lambda.md): the spec is refused outside them, naming them
+LAMBDA_MEMORY_MB = (128, 10_240)
+LAMBDA_TIMEOUT_S = 900
+LAMBDA_EPHEMERAL_MB = (512, 10_240)
+_LAMBDA_RESERVED_ENV = ("AWS_", "LAMBDA_", "_HANDLER", "_X_AMZN", "SLIPWAY_")
+
+
+class LambdaTarget(_TargetBase):
+    """The serverless pattern on AWS Lambda: the serving image as a container-image function, one
+    published version per release, the stage's alias (and its function URL) switched to it."""
+
+    kind: Literal["lambda"] = "lambda"
+    region: str = Field(default="us-east-1", description="AWS region.")
+    profile: str = Field(default="", description="AWS profile (another account's); empty: the default chain.")
+    function: str = Field(
+        default="", pattern=r"^$|^[A-Za-z0-9_-]{1,64}$",
+        description="Function name; empty: <spec service>-<stage>. Two stages may name one function (their "
+        "aliases then share its versions: production gets the very version staging gated).",
+    )  # fmt: skip
+    alias: str = Field(
+        default="", pattern=r"^$|^[A-Za-z0-9_-]{1,128}$",
+        description="The stage's alias (not all digits: that is a version); empty: 'staging' on staging, "
+        "'live' on production.",
+    )  # fmt: skip
+    role: str = Field(
+        pattern=r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/[\w+=,.@/-]+$",
+        description="ARN of the execution role (trusting lambda.amazonaws.com) the function runs as.",
+    )
+    memory_mb: int = Field(default=1024, description="Memory (MB, 128-10,240); Lambda gives CPU in proportion.")
+    timeout_s: int = Field(default=30, description="Longest an invocation may run (s, at most 900).")
+    ephemeral_storage_mb: int = Field(default=512, description="/tmp size (MB, 512-10,240).")
+    architecture: Literal["x86_64", "arm64"] = Field(default="x86_64", description="The image's architecture.")
+    reserved_concurrency: int | None = Field(
+        default=None, ge=0, description="Concurrent executions reserved for (and the most allowed to) the function; "
+        "empty: the account's unreserved pool.",
+    )  # fmt: skip
+    provisioned_concurrency: int = Field(
+        default=0, ge=0, le=10_000, description="Execution environments kept initialized on the alias (no cold "
+        "start for that many concurrent requests; billed while configured). Usually production only.",
+    )  # fmt: skip
+    url_auth: Literal["AWS_IAM", "NONE"] = Field(
+        default="AWS_IAM",
+        description="The function URL's AuthType. AWS_IAM (default): callers sign with SigV4 (the gate does too); "
+        "NONE: public, only with auth.mode api_key (the handler checks Slipway's key).",
+    )
+    api_key_store: Literal["secretsmanager", "ssm"] = Field(
+        default="secretsmanager",
+        description="Where the API key is kept for url_auth NONE (read once per cold start, never a plain env value).",
+    )
+    model_location: Literal["image", "s3"] = Field(
+        default="image",
+        description="image (default: fastest cold start): the model in the image is served; s3: the package is "
+        "loaded from S3 into /tmp on each cold start, its sha256 checked first, and served instead.",
+    )
+    model_bucket: str = Field(default="", description="S3 bucket of the packages (model_location s3).")
+    model_prefix: str = Field(default="slipway/", description="Key prefix of the packages in model_bucket.")
+    endpoint_url: str = Field(default="", description="Lambda API endpoint override (a local stand-in in tests).")
+    aws_endpoint_url: str = Field(
+        default="", description="S3, Secrets Manager and SSM endpoint override (a local stand-in in tests)."
+    )
+    api_retry_s: float = Field(
+        default=120.0, ge=0, le=900,
+        description="How long calls refused while an update is in progress (or throttled) are retried.",
+    )  # fmt: skip
+    env: dict[str, str] = Field(default_factory=dict, description="Plain environment variables (no secrets).")
+    tags: dict[str, str] = Field(default_factory=dict, description="Extra tags on the function.")
+    ready_timeout_s: float = Field(default=180.0, gt=0, description="How long a version may take to answer.")
+    promote_timeout_s: float = Field(default=300.0, gt=0, description="How long the alias switch may take "
+                                     "(with provisioned concurrency: until it is allocated).")  # fmt: skip
+
+    @model_validator(mode="after")
+    def _limits(self) -> LambdaTarget:
+        low, high = LAMBDA_MEMORY_MB
+        if not low <= self.memory_mb <= high:
+            raise ValueError(f"memory_mb {self.memory_mb} is outside Lambda's limits ({low}-{high:,} MB)")
+        if not 1 <= self.timeout_s <= LAMBDA_TIMEOUT_S:
+            raise ValueError(f"timeout_s {self.timeout_s} is outside Lambda's limits (1-{LAMBDA_TIMEOUT_S} s, 15 min)")
+        low, high = LAMBDA_EPHEMERAL_MB
+        if not low <= self.ephemeral_storage_mb <= high:
+            raise ValueError(
+                f"ephemeral_storage_mb {self.ephemeral_storage_mb} is outside Lambda's limits ({low}-{high:,} MB)"
+            )
+        if self.reserved_concurrency is not None and self.provisioned_concurrency > self.reserved_concurrency:
+            raise ValueError(f"provisioned_concurrency ({self.provisioned_concurrency}) is above reserved_concurrency "
+                             f"({self.reserved_concurrency}): raise reserved_concurrency")  # fmt: skip
+        if self.alias.isdigit():
+            raise ValueError(f"alias {self.alias!r} is all digits, which names a version: give it a letter")
+        if self.model_location == "s3" and not self.model_bucket:
+            raise ValueError("model_location s3 needs model_bucket (the S3 bucket the packages are uploaded to)")
+        for name in self.env:
+            if name.startswith(_LAMBDA_RESERVED_ENV):
+                raise ValueError(f"{name} is set by Lambda or Slipway: remove it from env")
+        return self
+
+
 TARGET_CONFIGS: tuple[type[_Strict], ...] = (
-    LocalTarget, DockerTarget, Ec2Target, KubernetesTarget, CloudRunTarget, SageMakerTarget,
+    LocalTarget, DockerTarget, Ec2Target, KubernetesTarget, CloudRunTarget, SageMakerTarget, LambdaTarget,
 )  # fmt: skip
 TargetConfig = Annotated[
-    LocalTarget | DockerTarget | Ec2Target | KubernetesTarget | CloudRunTarget | SageMakerTarget,
+    LocalTarget | DockerTarget | Ec2Target | KubernetesTarget | CloudRunTarget | SageMakerTarget | LambdaTarget,
     Field(discriminator="kind"),
 ]
 """Every target kind: a new kind is added to this union, to ``TARGET_CONFIGS`` and as a case in
@@ -436,7 +531,6 @@ class Slo(_Strict):
     p99_ms: float = Field(default=250.0, gt=0, description="Maximum 99th percentile latency.")
     max_error_rate: float = Field(default=0.0, ge=0, le=1, description="Maximum failed/total requests.")
     min_rps: float = Field(default=0.0, ge=0, description="Minimum requests per second sustained.")
-
     cold_start_ms: float | None = Field(
         default=None, gt=0, description="Maximum latency of a cold start: the first request of a fresh execution "
         "environment (targets that start them on demand: lambda, cloudfunctions). The latency SLOs above then "
@@ -566,6 +660,14 @@ class ReleaseSpec(_Strict):
         s, p = self.staging, self.production
         if isinstance(s, LocalTarget) and isinstance(p, LocalTarget) and s.port == p.port:
             raise ValueError(f"staging and production both use port {s.port}: give each stage its own port")
+        if (isinstance(s, LambdaTarget) and isinstance(p, LambdaTarget) and s.function and s.function == p.function
+                and (s.region, s.profile) == (p.region, p.profile)):  # fmt: skip
+            if (s.alias or "staging") == (p.alias or "live"):
+                raise ValueError(f"staging and production share function {s.function} and its alias: give each "
+                                 "stage its own alias")  # fmt: skip
+            if s.reserved_concurrency != p.reserved_concurrency:
+                raise ValueError(f"staging and production share function {s.function}, whose reserved_concurrency "
+                                 "is one setting: set the same on both, or give each stage its function")  # fmt: skip
         return self
 
     def resolve(self, path: str) -> Path:

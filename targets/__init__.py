@@ -8,6 +8,7 @@ from slipway.spec import CloudRunTarget as CloudRunConfig
 from slipway.spec import DockerTarget as DockerConfig
 from slipway.spec import Ec2Target as Ec2Config
 from slipway.spec import KubernetesTarget as KubernetesConfig
+from slipway.spec import LambdaTarget as LambdaConfig
 from slipway.spec import LocalTarget as LocalConfig
 from slipway.spec import SageMakerTarget as SageMakerConfig
 from slipway.spec import TargetConfig
@@ -40,5 +41,9 @@ def make_target(config: TargetConfig, ctx: TargetContext) -> Target:
             from targets.sagemaker import SageMakerEndpointTarget
 
             return SageMakerEndpointTarget(config, ctx)
+        case LambdaConfig():
+            from targets.awslambda import LambdaFunctionTarget
+
+            return LambdaFunctionTarget(config, ctx)
         case _:
             assert_never(config)

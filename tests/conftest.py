@@ -20,6 +20,7 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 pytest_plugins = [
     "tests.targets.fixtures", "tests.targets.ec2.fixtures", "tests.targets.cloudrun.fixtures",
     "tests.targets.sagemaker.fixtures",
+    "tests.targets.lambda.fixtures",  # a package named as the kind: imported by name only (a keyword)
 ]  # fmt: skip
 
 REPO = Path(__file__).resolve().parent.parent
@@ -32,6 +33,7 @@ _FOLDER_MARKS = {
     "tests/targets/kubernetes/": ("kubernetes", "docker"),
     "tests/targets/cloudrun/": ("cloudrun", "docker"),
     "tests/targets/sagemaker/": ("sagemaker", "moto", "docker"),
+    "tests/targets/lambda/": ("awslambda", "moto", "docker"),
 }
 
 

@@ -33,6 +33,7 @@ ARTIFACTS = {
     "ec2": frozenset({ArtifactKind.IMAGE}),
     "cloudrun": frozenset({ArtifactKind.IMAGE}),
     "sagemaker": frozenset({ArtifactKind.SERVER_IMAGE, ArtifactKind.MODEL_DATA}),
+    "lambda": frozenset({ArtifactKind.IMAGE}),
 }
 # Which release answered, by the sha256 of its package: filled by ``releases`` for targets whose endpoints
 # serve only their platform's predict route and name the release's variant in the answer (SageMaker).
@@ -107,6 +108,7 @@ def target_factory(
     subnet = request.getfixturevalue("ec2_subnet") if target_kind == "ec2" else {}
     emulator = request.getfixturevalue("gcp_env") if target_kind == "cloudrun" else None
     sagemaker = request.getfixturevalue("sagemaker_env") if target_kind == "sagemaker" else None
+    standin = request.getfixturevalue("aws_env") if target_kind == "lambda" else None
 
     def make(stage: Stage) -> Target:
         ctx = context(stage, state_dir, api_key)
@@ -137,6 +139,14 @@ def target_factory(
                 from tests.targets.sagemaker.fixtures import sagemaker_config
 
                 target = make_target(sagemaker_config(sagemaker), ctx)
+            case "lambda":
+                import importlib
+
+                fixtures = importlib.import_module("tests.targets.lambda.fixtures")  # "lambda" is a keyword
+                # production keeps an environment initialized (provisioned concurrency), as a production
+                # that must not make a caller wait for a cold start does (docs/targets/lambda.md)
+                warm = {"provisioned_concurrency": 1} if stage is Stage.PRODUCTION else {}
+                target = make_target(fixtures.lambda_config(standin, **warm), ctx)
         made.append(target)
         return target
 

@@ -35,6 +35,7 @@ def _kinds() -> list[object]:
         pytest.param("ec2", marks=[pytest.mark.moto, pytest.mark.docker]),  # moto, and instances run on Docker
         pytest.param("cloudrun", marks=[pytest.mark.cloudrun, pytest.mark.docker]),  # the emulator runs revisions
         pytest.param("sagemaker", marks=[pytest.mark.sagemaker, pytest.mark.moto, pytest.mark.docker]),
+        pytest.param("lambda", marks=[pytest.mark.awslambda, pytest.mark.moto, pytest.mark.docker]),  # RIE on Docker
     ]
 
 
@@ -81,8 +82,8 @@ def test_release_goes_live_and_answers_with_auth(
         assert (batching["enabled"], batching["max_rows"]) == (True, SERVING.max_batch_rows)
     unauthenticated = httpx.post(f"{live.url}{live.routes.predict}", json={"inputs": [[1, 2, 3, 4]]},
                                  headers=dict(live.headers), timeout=5)  # fmt: skip
-    # Cloud Run's IAM (an ID token) and SageMaker's (SigV4) answer an unsigned request 403 at their edge;
-    # the server answers 401
+    # Cloud Run's IAM (no ID token), SageMaker's and a Lambda function URL's AWS_IAM (no SigV4 signature)
+    # answer 403 at their edge; the server itself answers 401
     edge = (AuthScheme.GOOGLE_ID_TOKEN, AuthScheme.AWS_SIGV4)
     assert unauthenticated.status_code == (403 if live.auth.scheme in edge else 401)
     status = target.describe()

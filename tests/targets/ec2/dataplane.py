@@ -226,8 +226,11 @@ def _alive(pid: str) -> bool:
 
 
 @contextlib.contextmanager
-def bridge_network(first_cidr: str = "10.213.0.0/24", tries: int = 16) -> Iterator[tuple[str, str]]:
-    """An internal user-defined bridge network; yields ``(name, cidr)``.
+def bridge_network(
+    first_cidr: str = "10.213.0.0/24", tries: int = 16, *, prefix: str = "slipway-ec2", label: str = AGENT_LABEL
+) -> Iterator[tuple[str, str]]:
+    """An internal user-defined bridge network named ``<prefix>-<pid>``, labelled ``label``; yields
+    ``(name, cidr)``. (The lambda data plane makes its own with another prefix and label.)
 
     The first of ``first_cidr`` and the /24s after it that no other network of the engine holds (two
     test sessions can run side by side). Internal: the containers reach nothing beyond it; the host
@@ -235,10 +238,10 @@ def bridge_network(first_cidr: str = "10.213.0.0/24", tries: int = 16) -> Iterat
     """
     client = docker.from_env()
     me = str(os.getpid())
-    for net in client.networks.list(filters={"label": AGENT_LABEL}):
-        owner = net.attrs["Labels"].get(AGENT_LABEL, "")
+    for net in client.networks.list(filters={"label": label}):
+        owner = net.attrs["Labels"].get(label, "")
         if not _alive(owner):  # left by a killed session
-            for container in client.containers.list(all=True, filters={"label": f"{AGENT_LABEL}={owner}"}):
+            for container in client.containers.list(all=True, filters={"label": f"{label}={owner}"}):
                 container.remove(force=True)
             with contextlib.suppress(docker.errors.APIError):
                 net.remove()
@@ -248,7 +251,7 @@ def bridge_network(first_cidr: str = "10.213.0.0/24", tries: int = 16) -> Iterat
         cidr = str(ipaddress.ip_network((int(base.network_address) + i * base.num_addresses, base.prefixlen)))
         try:
             network = client.networks.create(
-                f"slipway-ec2-{me}", driver="bridge", internal=True, labels={AGENT_LABEL: me},
+                f"{prefix}-{me}", driver="bridge", internal=True, labels={label: me},
                 ipam=IPAMConfig(pool_configs=[IPAMPool(subnet=cidr)]),
             )  # fmt: skip
             break
@@ -256,11 +259,11 @@ def bridge_network(first_cidr: str = "10.213.0.0/24", tries: int = 16) -> Iterat
             if "overlap" not in str(exc).lower():
                 raise
     if network is None:
-        raise RuntimeError(f"no free /24 from {first_cidr} on for the ec2 data plane's network")
+        raise RuntimeError(f"no free /24 from {first_cidr} on for the {prefix} network")
     try:
         yield str(network.name), cidr
     finally:
-        for container in client.containers.list(all=True, filters={"label": f"{AGENT_LABEL}={me}"}):
+        for container in client.containers.list(all=True, filters={"label": f"{label}={me}"}):
             container.remove(force=True)
         network.remove()
 
