@@ -35,6 +35,7 @@ import os
 import signal
 import socket
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -292,7 +293,7 @@ def _serve_lambda(package: Path, key: str | None, args: argparse.Namespace) -> i
     """Load the model once (the cold start's init), then answer Lambda's events with it in this process.
 
     With ``SLIPWAY_PACKAGE_S3`` (``model_location: s3``) the package is first fetched from S3 into
-    ``--package`` and its artifact checked against ``SLIPWAY_PACKAGE_SHA256`` (``serving.aws``)."""
+    ``/tmp/slipway-package`` and its artifact checked against ``SLIPWAY_PACKAGE_SHA256`` (``serving.aws``)."""
     if importlib.util.find_spec("awslambdaric") is None:
         raise Fatal(EXIT_CONFIG, "AWS_LAMBDA_RUNTIME_API is set but awslambdaric (the runtime client) is not installed")
     started = time.perf_counter()
@@ -300,7 +301,8 @@ def _serve_lambda(package: Path, key: str | None, args: argparse.Namespace) -> i
         from serving.aws import AwsError, fetch_package
 
         try:
-            package = fetch_package(os.environ[PACKAGE_S3_ENV], os.environ.get(PACKAGE_SHA256_ENV, ""), package)
+            into = Path(tempfile.gettempdir()) / "slipway-package"  # Lambda's only writable place: /tmp
+            package = fetch_package(os.environ[PACKAGE_S3_ENV], os.environ.get(PACKAGE_SHA256_ENV, ""), into)
         except AwsError as exc:
             raise Fatal(EXIT_PACKAGE, f"refusing to serve the package {os.environ[PACKAGE_S3_ENV]}: {exc}") from None
         _say(f"lambda: fetched the package from {os.environ[PACKAGE_S3_ENV]} in "
