@@ -82,7 +82,10 @@ class LambdaFunctionTarget:
 
     @cached_property
     def client(self) -> LambdaClient:
-        args: dict[str, Any] = {"config": Config(retries={"mode": "standard", "max_attempts": 4})}
+        # a synchronous Invoke lasts up to the function's timeout (a cold start's init included): botocore's
+        # default 60 s read timeout would give up on it, and retry it into a second execution environment
+        timeout = Config(read_timeout=self.config.timeout_s + 30, retries={"mode": "standard", "max_attempts": 4})
+        args: dict[str, Any] = {"config": timeout}
         if self.config.endpoint_url:
             args["endpoint_url"] = self.config.endpoint_url
         client: LambdaClient = self._session.client("lambda", **args)
