@@ -143,10 +143,7 @@ def target_factory(
                 import importlib
 
                 fixtures = importlib.import_module("tests.targets.lambda.fixtures")  # "lambda" is a keyword
-                # production keeps an environment initialized (provisioned concurrency), as a production
-                # that must not make a caller wait for a cold start does (docs/targets/lambda.md)
-                warm = {"provisioned_concurrency": 1} if stage is Stage.PRODUCTION else {}
-                target = make_target(fixtures.lambda_config(standin, **warm), ctx)
+                target = make_target(fixtures.lambda_config(standin), ctx)
         made.append(target)
         return target
 

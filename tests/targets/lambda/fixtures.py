@@ -60,7 +60,7 @@ def lambda_standin(moto_url: str, docker_services: None) -> Iterator[LambdaStand
     if not RIE.is_file():
         pytest.fail(f"the Lambda Runtime Interface Emulator {RIE} is missing: run scripts/images/lambda-rie.sh")
     with network() as (name, gateway):
-        plane = LambdaDataPlane(moto_url, name, gateway)
+        plane = LambdaDataPlane(moto_url, name, gateway, max_environments=1)  # this machine's 2 cores
         front = LambdaFront(moto_url, plane)
         try:
             yield LambdaStandIn(moto_url, front, plane)

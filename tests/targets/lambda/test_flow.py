@@ -64,6 +64,7 @@ def _served(standin: LambdaStandIn, api_key: str) -> tuple[str, str]:
     return str(resp.json()["sha256"]), str(version)
 
 
+@pytest.mark.timeout(900)  # three releases, each version's cold start 10-60 s on this shared 2-core machine
 def test_release_staging_gate_production_then_rollback_and_a_throttled_gate(
     specs: dict[str, Path], aws_env: LambdaStandIn, state_dir: Path, api_key: str
 ) -> None:
