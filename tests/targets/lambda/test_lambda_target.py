@@ -167,9 +167,11 @@ def test_an_s3_model_with_the_wrong_sha256_or_missing_fails_with_the_log_tail_an
     with pytest.raises(TargetError, match="sha256") as wrong:
         put_live(target, releases["v2"], TIMEOUTS)
     assert "START RequestId" in str(wrong.value) or "slipway" in str(wrong.value)  # the function's log tail
+    candidate = target.deploy(releases["v2"])  # a deploy puts back what is missing: deleted after it, then
     s3.delete_object(Bucket=BUCKET, Key=artifact)
     with pytest.raises(TargetError, match=artifact.rpartition("/")[2]):
-        put_live(target, releases["v2"], TIMEOUTS)
+        target.wait_ready(candidate, TIMEOUTS.ready_s)  # the cold start cannot find it: named, with the log tail
+    target.discard(candidate)
     assert _get(target, api_key)[0]["sha256"] == releases["v1"].package_sha256  # production, asked: as it was
     versions = aws_env.client("lambda").list_versions_by_function(FunctionName=target.function)["Versions"]
     assert {v["Version"] for v in versions} == {"$LATEST", live.handle["version"]}  # no candidate left behind
