@@ -289,7 +289,7 @@ def _package(contract: Contract, args: argparse.Namespace) -> Path:
     return contract.package_dir or args.package
 
 
-def _serve_lambda(package: Path, key: str | None, args: argparse.Namespace) -> int:
+def _serve_lambda(package: Path, key: str | None, args: argparse.Namespace, batching: BatchSettings) -> int:
     """Load the model once (the cold start's init), then answer Lambda's events with it in this process.
 
     With ``SLIPWAY_PACKAGE_S3`` (``model_location: s3``) the package is first fetched from S3 into
@@ -307,7 +307,7 @@ def _serve_lambda(package: Path, key: str | None, args: argparse.Namespace) -> i
             raise Fatal(EXIT_PACKAGE, f"refusing to serve the package {os.environ[PACKAGE_S3_ENV]}: {exc}") from None
         _say(f"lambda: fetched the package from {os.environ[PACKAGE_S3_ENV]} in "
              f"{1000 * (time.perf_counter() - started):.0f} ms (sha256 checked)")  # fmt: skip
-    app = _load(package, key, args.contract.routes, args.max_body_bytes)  # run() turns batching off
+    app = _load(package, key, args.contract.routes, args.max_body_bytes, batching)  # run() turns batching off
     manifest = app.model.manifest
     auth = "HTTP events need the API key" if app.auth else "auth OFF (--no-auth or SLIPWAY_AUTH=none)"
     _say(
@@ -359,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
         package = _package(contract, args)
         batching = _batching(args, os.environ)
         if contract.port is None:
-            return _serve_lambda(package, key, args)
+            return _serve_lambda(package, key, args, batching)
         if args.ready_file is not None and not args.ready_file.parent.is_dir():
             raise Fatal(EXIT_CONFIG, f"--ready-file directory {args.ready_file.parent} does not exist")
         if args.hold and args.control_port is None:

@@ -67,14 +67,18 @@ LAMBDA_CODES = ServiceCodes(
 )  # fmt: skip
 
 
-def settings(config: LambdaConfig, release: Release, image: str, env: dict[str, str]) -> dict[str, Any]:
+def settings(
+    config: LambdaConfig, release: Release, image: str, env: dict[str, str], server_args: tuple[str, ...]
+) -> dict[str, Any]:
     """The function configuration of ``release``: what ``CreateFunction`` / ``UpdateFunctionConfiguration``
-    take (with ``image``), its environment carrying the release and a digest of all of it."""
+    take (with ``image``), its environment carrying the release and a digest of all of it. The spec's
+    options of the model server (``server_args``) follow the image's entrypoint as the image's CMD would:
+    ``ImageConfig.Command``."""
     variables = {**config.env, **env, RELEASE_ENV: release.id}
     body = {
         "Role": config.role, "MemorySize": config.memory_mb, "Timeout": config.timeout_s,
         "EphemeralStorage": {"Size": config.ephemeral_storage_mb}, "ImageUri": image,
-        "Architectures": [config.architecture], "Variables": variables,
+        "Architectures": [config.architecture], "Variables": variables, "Command": list(server_args),
     }  # fmt: skip
     digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
     return {
@@ -82,6 +86,7 @@ def settings(config: LambdaConfig, release: Release, image: str, env: dict[str, 
         "MemorySize": config.memory_mb,
         "Timeout": config.timeout_s,
         "EphemeralStorage": {"Size": config.ephemeral_storage_mb},
+        "ImageConfig": {"Command": list(server_args)},
         "Environment": {"Variables": {**variables, SETTINGS_ENV: digest}},
         "Description": f"Slipway {release.service} release {release.id} (model {release.model} {release.version})"[
             :256

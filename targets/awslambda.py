@@ -116,7 +116,7 @@ class LambdaFunctionTarget:
                 env |= self.keys.put(key)
             if self.config.model_location == "s3":
                 env |= sup.upload_package(self.s3, self.config, release)
-            wanted = sup.settings(self.config, release, image, env)
+            wanted = sup.settings(self.config, release, image, env, self.ctx.server_args)
             digest = sup.digest_of(wanted)
             reused = next((v for v in self.fn.versions() if sup.digest_of(v) == digest), None)
             if reused is not None:

@@ -48,6 +48,7 @@ _SHARED = {
     "cloudrun": ("tests/targets/cloudrun/", "tests/serving/test_contracts.py"),
     "ec2": ("tests/targets/ec2/",),
     "sagemaker": ("tests/targets/sagemaker/",),
+    "lambda": ("tests/targets/lambda/",),
     "triggers": ("tests/flows/triggers/",),
 }
 

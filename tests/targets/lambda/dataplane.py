@@ -170,7 +170,9 @@ class LambdaDataPlane:
         found = self.lam(region).get_function(FunctionName=function, **qualifier)
         config, image = found["Configuration"], found["Code"]["ImageUri"]
         inspected = self.docker.api.inspect_image(image) if self._has(image) else self._pull(image)
-        command = [*(inspected["Config"].get("Entrypoint") or []), *(inspected["Config"].get("Cmd") or [])]
+        overrides = (config.get("ImageConfigResponse") or {}).get("ImageConfig") or {}  # as Lambda: they replace
+        command = [*(overrides.get("EntryPoint") or inspected["Config"].get("Entrypoint") or []),  # the image's
+                   *(overrides.get("Command") or inspected["Config"].get("Cmd") or [])]  # fmt: skip
         variables = dict((config.get("Environment") or {}).get("Variables") or {})
         made = Version(function, version, image, command, variables,
                        int(config.get("MemorySize", 128)), int(config.get("Timeout", 3)),

@@ -22,6 +22,8 @@ Every request is passed to moto as it is, except what moto does not do (docs/tar
   a function is ``Pending`` for ``update_s`` after ``CreateFunction`` and ``InProgress`` after an
   update, during which updates and ``PublishVersion`` are refused with ``ResourceConflictException``,
   as Lambda does. ``busy(function, s)`` makes it so for longer (someone else's update).
+* ``UpdateFunctionConfiguration`` keeps ``ImageConfig`` and ``EphemeralStorage``, which moto drops;
+  the data plane runs a version's ``ImageConfig`` entrypoint and command instead of the image's.
 * Faults: ``fail(method, path_part, code, status, message, times)`` answers matching calls with a
   Lambda error body.
 """
@@ -199,6 +201,8 @@ class LambdaFront:
         name = _short(m["name"]) if m else ""
         rest = (m["rest"] or "") if m else ""
         if resp.status_code < 300:
+            if h.command == "PUT" and rest == "/configuration":
+                content = _kept(region, name, json.loads(body or b"{}"), content)
             content = self._after(h.command, path, dict(urllib.parse.parse_qsl(query)), region, name, rest, content)
         h.send_response(resp.status_code)
         for k, v in resp.headers.items():
@@ -523,6 +527,23 @@ def _provisioned_json(p: Provisioned) -> bytes:
 def _close(config: UrlConfig) -> None:
     if config.server is not None:
         threading.Thread(target=config.server.stop, daemon=True).start()
+
+
+def _kept(region: str, name: str, update: dict[str, Any], content: bytes) -> bytes:
+    """What moto's UpdateFunctionConfiguration drops and Lambda keeps, ``ImageConfig`` and
+    ``EphemeralStorage``: set on moto's $LATEST (moto runs in this process), so the next
+    ``PublishVersion`` copies them, and in the answer."""
+    from moto.awslambda.models import ImageConfig, lambda_backends
+
+    latest = lambda_backends["123456789012"][region].get_function(name)
+    fields: dict[str, Any] = {}
+    if "ImageConfig" in update:
+        latest.image_config = ImageConfig(update["ImageConfig"])
+        fields["ImageConfigResponse"] = {"ImageConfig": latest.image_config.response()}
+    if "EphemeralStorage" in update:
+        latest.ephemeral_storage = int(update["EphemeralStorage"]["Size"])
+        fields["EphemeralStorage"] = {"Size": latest.ephemeral_storage}
+    return _patch(content, **fields) if fields else content
 
 
 def _patch(content: bytes, **fields: Any) -> bytes:
