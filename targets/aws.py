@@ -13,8 +13,9 @@ network fault and is retried).
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,6 +86,15 @@ def check_region(region: str, *, at: At) -> None:
             hint="fix region in the spec (e.g. us-east-1, eu-west-1, ap-southeast-2); a region opened after this "
             "boto3 release needs a newer boto3",
         )  # fmt: skip
+
+
+@contextlib.contextmanager
+def aws_errors(at: At, codes: ServiceCodes) -> Iterator[None]:
+    """boto3's errors inside as Slipway's (``map_aws_error``), located ``at``."""
+    try:
+        yield
+    except (ClientError, BotoCoreError) as exc:
+        raise map_aws_error(exc, at=at, codes=codes) from exc
 
 
 def map_aws_error(exc: Exception, *, at: At, codes: ServiceCodes = ServiceCodes()) -> SlipwayError:

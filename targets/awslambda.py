@@ -29,12 +29,11 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 
 from slipway.costs import Usage
 from slipway.errors import At, ConfigError, TargetError
@@ -44,7 +43,7 @@ from slipway.spec import LAMBDA_EPHEMERAL_MB, LAMBDA_MEMORY_MB, LAMBDA_TIMEOUT_S
 from slipway.spec import LambdaTarget as LambdaConfig
 from targets import _lambda_support as sup
 from targets._lambda_function import LambdaFunction, weights
-from targets.aws import check_region, map_aws_error, session
+from targets.aws import aws_errors, check_region, session
 from targets.base import (
     IMAGE,
     Capabilities,
@@ -303,12 +302,8 @@ class LambdaFunctionTarget:
 
     # --- helpers ----------------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def _aws(self, operation: str, resource: str) -> Iterator[None]:
-        try:
-            yield
-        except (ClientError, BotoCoreError) as exc:
-            raise map_aws_error(exc, at=At(self.kind, operation, resource), codes=sup.LAMBDA_CODES) from exc
+    def _aws(self, operation: str, resource: str) -> contextlib.AbstractContextManager[None]:
+        return aws_errors(At(self.kind, operation, resource), sup.LAMBDA_CODES)
 
     def _auth(self) -> Auth:
         if self.config.url_auth == "AWS_IAM":

@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
 
 from slipway.costs import Usage
 from slipway.errors import At, ConfigError, TargetError
@@ -28,7 +26,7 @@ from slipway.release import Endpoint, Release
 from slipway.spec import Ec2Target as Ec2Config
 from slipway.spec import Timeouts
 from targets._ec2_boot import user_data
-from targets.aws import ServiceCodes, map_aws_error
+from targets.aws import ServiceCodes, aws_errors
 from targets.base import IMAGE, Capabilities, Change, Deployment, Facts, StageStatus, TargetContext, no_shift, put_live
 from targets.containers import registry_of, resolve_credentials
 
@@ -221,12 +219,8 @@ class Ec2InstanceTarget:
 
     # --- helpers ----------------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def _aws(self, operation: str, resource: str) -> Iterator[None]:
-        try:
-            yield
-        except (ClientError, BotoCoreError) as exc:
-            raise map_aws_error(exc, at=At(self.kind, operation, resource), codes=EC2_CODES) from exc
+    def _aws(self, operation: str, resource: str) -> contextlib.AbstractContextManager[None]:
+        return aws_errors(At(self.kind, operation, resource), EC2_CODES)
 
     def _tags(self, release: Release, role: str) -> list[Any]:
         tags = {"Name": f"{self.name}-{release.id}", "slipway:service": self.ctx.service,

@@ -37,12 +37,11 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator
 from functools import cached_property
 from typing import Any
 
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 
 from serving.contract import SAGEMAKER
 from serving.manifest import read_manifest
@@ -60,7 +59,7 @@ from targets._sagemaker_rollout import (
     follow,
     require_model_data,
 )
-from targets.aws import ServiceCodes, check_region, map_aws_error, session
+from targets.aws import ServiceCodes, aws_errors, check_region, session
 from targets.base import Capabilities, Change, Deployment, Facts, StageStatus, TargetContext, no_shift, put_live
 
 SAGEMAKER_CODES = ServiceCodes(
@@ -308,12 +307,8 @@ class SageMakerEndpointTarget:
 
     # --- helpers ----------------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def _aws(self, operation: str, resource: str) -> Iterator[None]:
-        try:
-            yield
-        except (ClientError, BotoCoreError) as exc:
-            raise map_aws_error(exc, at=At(self.kind, operation, resource), codes=SAGEMAKER_CODES) from exc
+    def _aws(self, operation: str, resource: str) -> contextlib.AbstractContextManager[None]:
+        return aws_errors(At(self.kind, operation, resource), SAGEMAKER_CODES)
 
     def _stage_endpoint(self) -> Endpoint:
         base = self.config.runtime_endpoint_url or f"https://runtime.sagemaker.{self.config.region}.amazonaws.com"
