@@ -39,6 +39,7 @@ from targets import make_target
 from targets.base import Target
 from tests.conftest import REPO, free_port, fresh_database, spec_file
 from tests.images import TEST_REPOSITORY
+from tests.targets.ec2.fixtures import new_bucket
 from tests.targets.fixtures import context
 from tests.targets.kubernetes.cluster import K8S, KUBECONFIG, ensure_cluster, namespace
 
@@ -134,18 +135,13 @@ def pool(
     iris_model: Path,
     iris_model_v2: Path,
 ) -> Iterator[Pool]:
-    import boto3
 
     api = config.new_client_from_config(str(ensure_cluster()))
     _script(REPO / "scripts" / "images" / "slipway.sh")  # ~1 s when the image is current
     _pull_into_cluster(IMAGE)
     tmp = tmp_path_factory.mktemp("k8s-pool")
     specs = tmp / "specs"
-    bucket = f"slipway-k8s-{secrets.token_hex(4)}"
-    aws = {"AWS_ENDPOINT_URL_S3": moto_url, "AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "testing",
-           "AWS_SECRET_ACCESS_KEY": "testing"}  # fmt: skip
-    boto3.client("s3", endpoint_url=moto_url, region_name="us-east-1", aws_access_key_id="testing",
-                 aws_secret_access_key="testing").create_bucket(Bucket=bucket)  # fmt: skip
+    bucket, aws = new_bucket(moto_url, "slipway-k8s")
     flows_ns = namespace("pool-flows")
     stage_ns = {s: namespace(f"pool-{s}") for s in ("staging", "production")}
     stages = {

@@ -27,6 +27,7 @@ from slipway.spec import load_spec
 from slipway.store import location_of
 from targets import make_target
 from tests.conftest import SpecWriter, free_port
+from tests.targets.ec2.fixtures import new_bucket
 from tests.targets.fixtures import context
 
 pytestmark = [pytest.mark.prefect, pytest.mark.locust, pytest.mark.moto, pytest.mark.usefixtures("prefect_api")]
@@ -49,17 +50,13 @@ def bucket(moto_url: str, monkeypatch: pytest.MonkeyPatch) -> Bucket:
     """A new bucket in moto, and a worker's environment pointing boto3 at it (SLIPWAY_STORE_URL=s3://…/team)."""
     import boto3
 
-    name = f"slipway-{uuid.uuid4().hex[:8]}"
-    s3 = boto3.client("s3", endpoint_url=moto_url, region_name="us-east-1",
-                      aws_access_key_id="testing", aws_secret_access_key="testing")  # fmt: skip
-    s3.create_bucket(Bucket=name)
+    name, env = new_bucket(moto_url, "slipway")
     for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
         monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", moto_url)
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    for var, value in env.items():
+        monkeypatch.setenv(var, value)
     monkeypatch.setenv("SLIPWAY_STORE_URL", f"s3://{name}/team")
+    s3 = boto3.client("s3", endpoint_url=moto_url, region_name="us-east-1")
     return Bucket(name, s3, moto_url)
 
 

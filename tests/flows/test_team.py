@@ -33,6 +33,7 @@ from slipway.release import Stage
 from slipway.store import location_of
 from tests.conftest import REPO, free_port, fresh_database, spec_file
 from tests.images import TEST_REPOSITORY
+from tests.targets.ec2.fixtures import new_bucket
 
 # Each test waits for flow runs on two workers sharing 2 cores: minutes under load, not seconds.
 pytestmark = [pytest.mark.prefect, pytest.mark.locust, pytest.mark.postgres, pytest.mark.moto, pytest.mark.timeout(900)]
@@ -116,14 +117,9 @@ def team(
     iris_model: Path,
     iris_model_v2: Path,
 ) -> Iterator[Team]:
-    import boto3
 
     tmp = tmp_path_factory.mktemp("team")
-    bucket = f"slipway-team-{secrets.token_hex(4)}"
-    aws = {"AWS_ENDPOINT_URL_S3": moto_url, "AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "testing",
-           "AWS_SECRET_ACCESS_KEY": "testing"}  # fmt: skip
-    boto3.client("s3", endpoint_url=moto_url, region_name="us-east-1", aws_access_key_id="testing",
-                 aws_secret_access_key="testing").create_bucket(Bucket=bucket)  # fmt: skip
+    bucket, aws = new_bucket(moto_url, "slipway-team")
     ports = {"staging": free_port(), "production": free_port()}
     stages = {s: {"kind": "docker", "port": p, "ready_timeout_s": 120} for s, p in ports.items()}
     v1, v2 = (spec_file(tmp / f"v{i}.yaml", model, image={"repository": TEST_REPOSITORY}, **stages)

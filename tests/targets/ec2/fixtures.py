@@ -8,6 +8,7 @@ tests' subnet is therefore made per test (``ec2_subnet``), in a region of its ow
 from __future__ import annotations
 
 import contextlib
+import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -23,6 +24,18 @@ if TYPE_CHECKING:
 REGION = "eu-west-1"  # tests/targets/ec2/test_ec2_target.py works in us-east-1
 INSTANCE_PROFILE = "slipway-instance"
 _CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+
+
+def new_bucket(moto_url: str, prefix: str) -> tuple[str, dict[str, str]]:
+    """A new S3 bucket on moto (a package store's), and the environment that points boto3 at moto."""
+    import boto3
+
+    name = f"{prefix}-{secrets.token_hex(4)}"
+    boto3.client("s3", endpoint_url=moto_url, region_name="us-east-1", **_CREDENTIALS).create_bucket(Bucket=name)
+    env = {"AWS_ENDPOINT_URL_S3": moto_url, "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_ACCESS_KEY_ID": _CREDENTIALS["aws_access_key_id"],
+           "AWS_SECRET_ACCESS_KEY": _CREDENTIALS["aws_secret_access_key"]}  # fmt: skip
+    return name, env
 
 
 @pytest.fixture(scope="session")
