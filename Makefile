@@ -43,6 +43,7 @@ bench: $(BIN)/slipway
 ## clean-demo: stop the demo's servers
 clean-demo: $(BIN)/slipway
 	$(BIN)/slipway teardown $(SPEC)
+	$(BIN)/slipway server stop
 
 .PHONY: server server-down server-status
 

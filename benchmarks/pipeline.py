@@ -28,14 +28,17 @@ A round is two deploys, then ``slipway teardown`` of both stages:
                (/var/tmp/slipway/test-wheels or the default state dir), nothing is downloaded: a
                truly first run also pays ``pip download`` once per requirement set
 
-in two Prefect modes (``--prefect``):
+in three Prefect modes (``--prefect``):
 
-  ephemeral    no PREFECT_API_URL, as ``make demo`` runs: every CLI call starts and stops Prefect's
+  ephemeral    no PREFECT_API_URL and SLIPWAY_PREFECT_SERVER=temporary: every CLI call starts and stops Prefect's
                temporary server, on the SQLite database of this run's PREFECT_HOME. That database
                is created first (``prefect server database upgrade``, timed): the temporary server
                allows 20 s for its start-up, migrations included, which a busy machine exceeded
   server       PREFECT_API_URL at a ``prefect server start`` this script starts (start-up timed) on
                the same database, once every ephemeral round is done: what a team runs
+  slipway      no PREFECT_API_URL, as ``make demo`` runs: the CLI's own long-lived local server
+               (slipway.localserver), started first by ``slipway server start`` (timed: what the
+               first command of a machine pays once), reused by every round, stopped at the end
 
 Step times come from Prefect's own records, read with Prefect's client from that server after all
 rounds: start and end of each task run of the flow run (the ledger names each release's flow run).
@@ -375,6 +378,12 @@ class Bench:
         self.env = {k: v for k, v in os.environ.items() if not k.startswith(("SLIPWAY_", "PREFECT_"))}
         self.env |= {"PREFECT_HOME": str(work / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
                      "SLIPWAY_API_KEY": KEY}  # fmt: skip
+        self.env.pop("CI", None)  # the CLI would not start its local server under CI
+        # per mode: Prefect's temporary server per call, or the CLI's own server, one for every round
+        self.mode_env = {"ephemeral": {"SLIPWAY_PREFECT_SERVER": "temporary"}, "server": {},
+                         "slipway": {"SLIPWAY_PREFECT_SERVER": "auto",
+                                     "SLIPWAY_PREFECT_SERVER_DIR": str(work / "slipway-server")}}  # fmt: skip
+        self.local_server = False
         self.deploys: list[Deploy] = []
         self.live: dict[Path, dict[str, str]] = {}  # spec → env of rounds not torn down yet
         self.base_tags: list[str] = []
@@ -391,7 +400,7 @@ class Bench:
         base = self._cold_base(name) if cold else BASE
         ports = (quiet_port(self.ports), quiet_port(self.ports))
         spec, gate_s = write_spec(kind, name, model_dir, ports, base)
-        env = self.env | {"SLIPWAY_STATE_DIR": str(folder / "state")}
+        env = self.env | self.mode_env[mode] | {"SLIPWAY_STATE_DIR": str(folder / "state")}
         if api_url:
             env["PREFECT_API_URL"] = api_url
         if cold:
@@ -458,11 +467,26 @@ class Bench:
         raise SystemExit(f"no local wheel cache holds these requirements ({WHEEL_CACHES}): run --cold 0, or "
                          "benchmarks/images.py once to fill one")  # fmt: skip
 
+    def start_local_server(self) -> tuple[float, str]:
+        """``slipway server start`` as a machine's first flow command would: (seconds, its API URL)."""
+        env = self.env | self.mode_env["slipway"] | {"SLIPWAY_STATE_DIR": str(self.work / "state-server")}
+        log = self.work / "slipway-server-start.log"
+        self.local_server = True
+        t0, t1, rc = run_cli(["server", "start"], env, log, self.args.timeout)
+        if rc != 0:
+            raise RuntimeError(f"slipway server start failed: {log.read_text()[-2000:]}")
+        url = json.loads((self.work / "slipway-server" / "server.json").read_text())["url"]
+        print(f"the CLI's local server {url}: ready after {t1 - t0:.1f} s", flush=True)
+        return t1 - t0, str(url)
+
     def cleanup(self) -> None:
-        """Tear down what a failed round left, then remove the images this run built."""
+        """Tear down what a failed round left, stop the CLI's local server, remove the images this run built."""
         for spec, env in list(self.live.items()):
             run_cli(["teardown", str(spec)], env, spec.parent / "teardown-finally.log", self.args.timeout)
             del self.live[spec]
+        if self.local_server:
+            env = self.env | self.mode_env["slipway"] | {"SLIPWAY_STATE_DIR": str(self.work / "state-server")}
+            run_cli(["server", "stop"], env, self.work / "slipway-server-stop.log", self.args.timeout)
         if not self.used_docker:
             return
         client = docker.from_env()
@@ -522,6 +546,7 @@ def table(deploys: list[Deploy], modes: list[str]) -> str:
 
 # (target, case) → the goal for its overhead (CLI wall − gate duration), in seconds: every docker deploy
 # ≤ 30 s (the first pipeline goal), a repeat deploy ≤ 8 s on local and ≤ 12 s on docker (issue 15)
+MODES = ("ephemeral", "server", "slipway")
 GOALS = {("docker", "first"): 30.0, ("docker", "first-ever"): 30.0, ("local", "repeat"): 8.0,
          ("docker", "repeat"): 12.0}  # fmt: skip
 
@@ -544,18 +569,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=3, help="rounds per target and Prefect mode")
     parser.add_argument("--targets", default="local,docker", help="comma-separated: local, docker")
-    parser.add_argument("--prefect", choices=["both", "ephemeral", "server"], default="both")
+    parser.add_argument("--prefect", choices=["all", *MODES], default="all")
     parser.add_argument("--cold", type=int, default=1, help="first-ever docker deploys (dependency layer built)")
     parser.add_argument("--timeout", type=float, default=900, help="seconds one CLI call may take")
     args = parser.parse_args()
     targets = [t for t in args.targets.split(",") if t]
     if unknown := set(targets) - set(SPECS):
         raise SystemExit(f"unknown targets {sorted(unknown)}: use {', '.join(SPECS)}")
-    modes = ["ephemeral", "server"] if args.prefect == "both" else [args.prefect]
+    modes = list(MODES) if args.prefect == "all" else [args.prefect]
     started_at = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     began = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="slipway-pipebench-") as tmp:
         bench = Bench(Path(tmp), args)
+        local_ready: float | None = None
         try:
             database_s = create_database(bench.env, bench.work / "database.log")
             print(f"Prefect's database created (prefect server database upgrade): {database_s:.1f} s", flush=True)
@@ -572,12 +598,18 @@ def main() -> None:
                     for _ in range(args.repeat):
                         for kind in targets:
                             bench.round(kind, "server", url)
-                asyncio.run(read_runs(url, bench.deploys))
+                asyncio.run(read_runs(url, [d for d in bench.deploys if d.mode != "slipway"]))
+            if "slipway" in modes:
+                local_ready, local_url = bench.start_local_server()
+                for _ in range(args.repeat):
+                    for kind in targets:
+                        bench.round(kind, "slipway")
+                asyncio.run(read_runs(local_url, [d for d in bench.deploys if d.mode == "slipway"]))
         finally:
             bench.cleanup()
     elapsed = time.monotonic() - began
     deploys = bench.deploys
-    modes = [m for m in ("ephemeral", "server") if any(d.mode == m for d in deploys)]
+    modes = [m for m in MODES if any(d.mode == m for d in deploys)]
     loads = [x for d in deploys for x in d.load_avg[:1]]
     print(f"\n{started_at}; {platform.node()}; {os.cpu_count()} cores; load average (1 min) "
           f"{min(loads, default=0):.1f}–{max(loads, default=0):.1f}; {args.repeat} round(s) per target and "
@@ -586,6 +618,8 @@ def main() -> None:
     print()
     print(f"creating Prefect's database (once per PREFECT_HOME, before any round): {database_s:.1f} s")
     print(f"prefect server start (`prefect server start` → /api/health answers): {server_ready:.1f} s")
+    if local_ready is not None:
+        print(f"the CLI's local server on first use (`slipway server start`, database created): {local_ready:.1f} s")
     outside = {m: [f[f"CLI wall ({m})"] - f["flow total"] for f in (d.figures() for d in deploys if d.mode == m)
                    if "flow total" in f] for m in modes}  # fmt: skip
     if all(outside.get(m) for m in ("ephemeral", "server")):
@@ -606,6 +640,7 @@ def main() -> None:
     out = out_dir / f"pipeline-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps({"date": started_at, "args": vars(args), "elapsed_s": elapsed,
                                "database_s": database_s, "prefect_server_ready_s": server_ready,
+                               "local_server_ready_s": local_ready,
                                "deploys": [asdict(d) | {"figures": d.figures()} for d in deploys]},
                               indent=2, default=str))  # fmt: skip
     print(f"\nraw results: {out}")

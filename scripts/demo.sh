@@ -65,3 +65,7 @@ if [ "$target" = cloudrun ]; then
   echo "commands below; scripts/services/cloudrun-emulator.sh down stops it (and everything it runs)."
 fi
 echo "Next: .venv/bin/slipway releases $spec | status | rollback | teardown (see README.md)"
+if .venv/bin/slipway server status >/dev/null 2>&1; then
+  .venv/bin/slipway server status
+  echo "  (open its UI for the runs; 'make clean-demo' tears the demo down and stops it)"
+fi

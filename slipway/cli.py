@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,6 +23,7 @@ from rich.text import Text
 
 from flows.pipeline import open_pipeline
 from serving.manifest import read_manifest
+from slipway import localserver
 from slipway.errors import SlipwayError
 from slipway.ledger import Ledger, Outcome, ReleaseRecord, migrate
 from slipway.ledgers import ledger_at, open_ledger
@@ -75,6 +77,20 @@ def _clear_errors() -> Iterator[None]:
             handler.removeFilter(quiet)
 
 
+@contextmanager
+def _prefect_api() -> Iterator[None]:
+    """Flows run on Prefect's API when one is set, else on the local server (``slipway.localserver``),
+    started on first use and left running for the next command."""
+    if not localserver.wanted():
+        yield
+        return
+    running = localserver.ensure(progress=lambda line: err.print(line, markup=False, highlight=False))
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: running.url}):
+        yield
+
+
 @app.command()
 def deploy(
     spec: SpecArg,
@@ -84,7 +100,7 @@ def deploy(
     """Run the whole pipeline: package → build → push → staging → gate → production."""
     from flows.release import release
 
-    with _clear_errors():
+    with _clear_errors(), _prefect_api():
         result = release(spec, trigger=trigger, strict=strict)
     report, endpoint, rel = result.report, result.production.endpoint, result.release
     out.print(_gate_table(report.checks, f"gate of {rel.id}: passed"))
@@ -330,7 +346,7 @@ def rollback(
     """Return production to an earlier accepted release."""
     from flows.rollback import rollback as rollback_flow
 
-    with _clear_errors():
+    with _clear_errors(), _prefect_api():
         release_id = rollback_flow(spec, to_release=to)
     out.print(Text.assemble("production rolled back to release ", (release_id, "bold")))
 
@@ -347,7 +363,7 @@ def teardown(
         err.print(Text.assemble(("error: ", "bold red"), f"--stage must be staging, production or all, not {stage!r}"))
         raise typer.Exit(2)
     chosen: Literal["staging", "production", "all"] = stage  # type: ignore[assignment]
-    with _clear_errors():
+    with _clear_errors(), _prefect_api():
         teardown_flow(spec, stage=chosen)
     out.print(f"{stage} torn down", markup=False)
 
@@ -455,6 +471,39 @@ def store_push(
         f"use it with SLIPWAY_STORE_URL={store.where}",
         markup=False, highlight=False,
     )  # fmt: skip
+
+
+server_app = typer.Typer(help="The local Prefect server deploy, rollback and teardown start on first use.")
+app.add_typer(server_app, name="server")
+
+
+@server_app.command("status")
+def server_status() -> None:
+    """Where the local Prefect server answers (its UI shows every run); exit 1 if none runs."""
+    running = localserver.status()
+    if running is None:
+        out.print(f"no local Prefect server runs (state: {localserver.folder()}); deploy, rollback and teardown "
+                  f"start one", markup=False)  # fmt: skip
+        raise typer.Exit(1)
+    since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(running.started_at))
+    out.print(f"local Prefect server: UI {running.ui}, API {running.url}, pid {running.pid}, since {since}",
+              markup=False, highlight=False)  # fmt: skip
+
+
+@server_app.command("start")
+def server_start() -> None:
+    """Start the local Prefect server now (deploy, rollback and teardown would on first use)."""
+    with _clear_errors():
+        running = localserver.ensure(progress=lambda line: err.print(line, markup=False, highlight=False))
+    out.print(f"local Prefect server: UI {running.ui}, API {running.url}", markup=False, highlight=False)
+
+
+@server_app.command("stop")
+def server_stop() -> None:
+    """Stop the local Prefect server; its runs stay in its database for the next start."""
+    stopped = localserver.stop()
+    out.print("no local Prefect server ran" if stopped is None else f"stopped the local Prefect server "
+              f"(pid {stopped.pid}, {stopped.ui})", markup=False, highlight=False)  # fmt: skip
 
 
 webhooks_app = typer.Typer(help="Event-driven redeploys: MLflow registry webhooks → Prefect events.")

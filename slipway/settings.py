@@ -31,6 +31,10 @@ class Settings(BaseSettings):
         default="",
         description="Package store: empty for the state directory, s3://BUCKET/PREFIX, or an absolute path.",
     )
+    prefect_server_dir: Path | None = Field(
+        default=None,
+        description="The local Prefect server's folder (``slipway server``); empty: <state_dir>/prefect-server.",
+    )
     lock_timeout_s: float = Field(
         default=0.0, ge=0, description="How long a run waits for another run of the same service."
     )

@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("SLIPWAY_PREFECT_SERVER", "temporary")  # a CLI a test starts leaves no server behind
 
 pytest_plugins = [
     "tests.targets.fixtures", "tests.targets.ec2.fixtures", "tests.targets.cloudrun.fixtures",
