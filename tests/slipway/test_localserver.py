@@ -30,9 +30,9 @@ def auto(monkeypatch: pytest.MonkeyPatch, state_dir: Path) -> Iterator[None]:
     monkeypatch.setenv(localserver.MODE_ENV, "auto")
     with temporary_settings(restore_defaults={PREFECT_API_URL}):
         yield
-        from prefect.logging.handlers import APILogHandler
+        from prefect.logging.handlers import APILogWorker
 
-        APILogHandler.flush()  # this process's run logs reach the server before it stops
+        APILogWorker.drain_all(timeout=5)  # this process's run logs reach the server before it stops
     localserver.stop()  # never left running by a test
 
 
