@@ -77,6 +77,10 @@ def _clear_errors() -> Iterator[None]:
             handler.removeFilter(quiet)
 
 
+def _to_stderr(line: str) -> None:
+    err.print(line, markup=False, highlight=False)
+
+
 @contextmanager
 def _prefect_api() -> Iterator[None]:
     """Flows run on Prefect's API when one is set, else on the local server (``slipway.localserver``),
@@ -84,7 +88,7 @@ def _prefect_api() -> Iterator[None]:
     if not localserver.wanted():
         yield
         return
-    running = localserver.ensure(progress=lambda line: err.print(line, markup=False, highlight=False))
+    running = localserver.ensure(progress=_to_stderr)
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     with temporary_settings({PREFECT_API_URL: running.url}):
@@ -494,7 +498,7 @@ def server_status() -> None:
 def server_start() -> None:
     """Start the local Prefect server now (deploy, rollback and teardown would on first use)."""
     with _clear_errors():
-        running = localserver.ensure(progress=lambda line: err.print(line, markup=False, highlight=False))
+        running = localserver.ensure(progress=_to_stderr)
     out.print(f"local Prefect server: UI {running.ui}, API {running.url}", markup=False, highlight=False)
 
 

@@ -622,14 +622,19 @@ class CloudRunEmulator:
             self.service_policies.pop(name, None)
         for key in [k for k in list(self.plane.routers) if k == name or k.startswith(name + "#")]:
             self.plane.close_router(key)
+        self._drain_then_finish(op, service, revisions)
+        return op
 
-        def stop_then_finish() -> None:  # as Cloud Run: the operation is done once the instances have drained
+    def _drain_then_finish(self, op: Operation, response: Any, revisions: list[str]) -> None:
+        """As Cloud Run: a delete's operation is done once its instances have drained (in the background:
+        the call itself answers at once)."""
+
+        def run() -> None:
             for r in revisions:
                 self.plane.stop(r)
-            self._finish(op, response=service)
+            self._finish(op, response=response)
 
-        threading.Thread(target=stop_then_finish, daemon=True).start()
-        return op
+        threading.Thread(target=run, daemon=True).start()
 
     def _revisions(
         self, method: str, service: str, revision: str | None, caller: str, project: str, region: str
@@ -671,12 +676,7 @@ class CloudRunEmulator:
             self.templates.pop(full, None)
             op = Operation(f"{service.partition('/services/')[0]}/operations/{uuid.uuid4()}", "Revision", rev)
             self.operations[op.name] = op
-
-        def stop_then_finish() -> None:  # as Cloud Run: the operation is done once the instance has drained
-            self.plane.stop(full)
-            self._finish(op, response=rev)
-
-        threading.Thread(target=stop_then_finish, daemon=True).start()
+        self._drain_then_finish(op, rev, [full])
         return op
 
     def _operation(self, name: str) -> Operation:
