@@ -1,4 +1,4 @@
-"""What every benchmark here shares: ports, a clean environment, starting and stopping servers,
+"""What every benchmark here shares: a clean environment, starting and stopping servers,
 CPU accounting, and wrk.
 
 The scripts in benchmarks/ import this as ``common`` (their own folder is on ``sys.path``).
@@ -10,7 +10,6 @@ import contextlib
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,12 +20,6 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 SERVER_CPU, CLIENT_CPU = "0", "1"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def bench_env(**extra: str) -> dict[str, str]:

@@ -57,10 +57,11 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from common import CLIENT_CPU, PY, ROOT, SERVER_CPU, bench_env, busy_seconds, cpu_seconds, free_port, run_wrk, started
+from common import CLIENT_CPU, PY, ROOT, SERVER_CPU, bench_env, busy_seconds, cpu_seconds, run_wrk, started
 from model_server import KEY, _kit
 from pydantic import SecretStr
 
+from slipway.ports import free_port
 from slipway.release import Endpoint, Release, Stage
 from slipway.spec import GateSettings, LoadProfile
 from targets.base import Deployment

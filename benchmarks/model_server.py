@@ -75,7 +75,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from common import PY, ROOT, SERVER_CPU, bench_env, busy_seconds, cpu_seconds, free_port, run_wrk, started
+from common import PY, ROOT, SERVER_CPU, bench_env, busy_seconds, cpu_seconds, run_wrk, started
+
+from slipway.ports import free_port
 
 KEY = "bench-key-0123456789abcdef"
 BATCH = 100

@@ -20,7 +20,6 @@ import fcntl
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -31,11 +30,13 @@ from pathlib import Path
 import httpx
 
 from slipway.errors import At, ConfigError, OperationError
+from slipway.ports import free_port
 from slipway.settings import get_settings, plain_environment
 
 MODE_ENV = "SLIPWAY_PREFECT_SERVER"  # auto (default) | temporary
 START_TIMEOUT_S = 180.0  # a first start creates the database: ~35 s on a loaded 2-core machine
 _STOP_TIMEOUT_S = 15.0
+_BIND_ATTEMPTS = 3  # a port free when drawn can be bound by another program before the server binds it
 
 
 @dataclass(frozen=True)
@@ -99,32 +100,43 @@ def stop() -> Running | None:
 def _start(progress: Callable[[str], None]) -> Running:
     here = folder()
     (here / "home").mkdir(parents=True, exist_ok=True)
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}/api"
     env = plain_environment() | {
         "PREFECT_HOME": str(here / "home"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "HOME": str(here / "home"),
     }  # fmt: skip
     log = here / "server.log"
-    progress(f"starting the local Prefect server on {url.removesuffix('/api')} (its UI; `slipway server stop` "
-             "stops it)")  # fmt: skip
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=here,
-            start_new_session=True,  # outlives this command: the next one reuses it
-        )  # fmt: skip
-    running = Running(proc.pid, port, url, time.time())
-    if not _wait_healthy(running, START_TIMEOUT_S, proc):
+    for _attempt in range(_BIND_ATTEMPTS):
+        port = free_port()
+        url = f"http://127.0.0.1:{port}/api"
+        progress(f"starting the local Prefect server on {url.removesuffix('/api')} (its UI; `slipway server stop` "
+                 "stops it)")  # fmt: skip
+        start = log.stat().st_size if log.exists() else 0
+        with log.open("ab") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=here,
+                start_new_session=True,  # outlives this command: the next one reuses it
+            )  # fmt: skip
+        running = Running(proc.pid, port, url, time.time())
+        if _wait_healthy(running, START_TIMEOUT_S, proc):
+            (here / "server.json").write_text(json.dumps(asdict(running)))
+            progress(f"local Prefect server ready after {time.time() - running.started_at:.1f} s")
+            return running
+        exited = proc.poll()
         _terminate(proc.pid)
-        tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
-        raise OperationError(
-            f"did not answer {url}/health within {START_TIMEOUT_S:.0f} s:\n{tail}",
-            at=At("prefect", "start", "the local server"),
-            hint=f"read {log}; or set PREFECT_API_URL to a Prefect server, or {MODE_ENV}=temporary",
-        )
-    (here / "server.json").write_text(json.dumps(asdict(running)))
-    progress(f"local Prefect server ready after {time.time() - running.started_at:.1f} s")
-    return running
+        with log.open("rb") as read:
+            read.seek(start)
+            output = read.read().decode(errors="replace")
+        if "already in use" not in output:  # taken before the start (prefect checks) or before its bind
+            break
+        progress(f"port {port} was taken while the server started: another port")
+    tail = "\n".join(output.splitlines()[-15:])
+    what = (f"exited (code {exited}) before answering {url}/health" if exited is not None
+            else f"did not answer {url}/health within {START_TIMEOUT_S:.0f} s")  # fmt: skip
+    raise OperationError(
+        f"{what}:\n{tail}",
+        at=At("prefect", "start", "the local server"),
+        hint=f"read {log}; or set PREFECT_API_URL to a Prefect server, or {MODE_ENV}=temporary",
+    )
 
 
 def _wait_healthy(running: Running, timeout_s: float, proc: subprocess.Popen[bytes] | None = None) -> bool:
@@ -172,12 +184,6 @@ def _terminate(pid: int) -> None:
     if _alive(pid):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGKILL)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextlib.contextmanager

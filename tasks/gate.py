@@ -32,7 +32,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -51,6 +50,7 @@ from pydantic import SecretStr
 from serving.manifest import MANIFEST
 from slipway.costs import Price, Usage, per_thousand
 from slipway.errors import At, GateError, GateFailed
+from slipway.ports import free_port
 from slipway.release import Endpoint
 from slipway.spec import GateSettings, LoadProfile, Slo
 from targets.base import ColdStart, Deployment, LoadJob, LoadRunner
@@ -405,9 +405,7 @@ def _processes(n: int) -> list[str]:
     127.0.0.1: its default, *:5557, would make two gates on one machine fail each other."""
     if n == 1:
         return []
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     bind = ["--master-bind-host", "127.0.0.1", "--master-bind-port", str(port)]
     return ["--processes", str(n), *bind, "--master-port", str(port)]  # the forked workers connect to it
 

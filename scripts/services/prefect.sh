@@ -48,7 +48,13 @@ up() {
             log "starting prefect server on $PREFECT_API_URL (log: $SERVER_LOG)"
             start_daemon "$SERVER_PID" "$SERVER_LOG" "$BIN/prefect" server start --host 127.0.0.1 --port "$PORT"
         }
-        wait_until 180 healthy || { tail -n 30 "$SERVER_LOG" >&2; die "prefect server not healthy within 180 s"; }
+        local end=$((SECONDS + 180))
+        until healthy; do
+            pid_alive "$SERVER_PID" prefect ||
+                { tail -n 30 "$SERVER_LOG" >&2; die "prefect server exited before answering (log: $SERVER_LOG)"; }
+            [ "$SECONDS" -lt "$end" ] || { tail -n 30 "$SERVER_LOG" >&2; die "prefect server not healthy within 180 s"; }
+            sleep 0.5
+        done
         log "prefect server healthy ($(since "$t0"))"
     fi
     "$BIN/prefect" work-pool inspect "$POOL" >/dev/null 2>&1 ||

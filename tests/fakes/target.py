@@ -14,7 +14,6 @@ A failing ``promote`` raises before it switches, as the protocol requires.
 from __future__ import annotations
 
 import random
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -31,6 +30,7 @@ from slipway.errors import At, ConfigError, TargetError
 from slipway.release import Endpoint, Release, Stage
 from slipway.spec import Timeouts
 from targets.base import PACKAGE, Capabilities, Change, Deployment, Facts, StageStatus, TargetContext, put_live
+from tests.conftest import free_port
 
 CANDIDATE_HEADER = "X-Slipway-Candidate"
 ASGIApp = Callable[..., Any]
@@ -92,9 +92,7 @@ class FakeTarget:
         self.stage: Stage = self.ctx.stage
         self._router = _Router()
         self._errors: dict[str, str] = {}  # candidate → why its app could not be created
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = int(s.getsockname()[1])
+        self.port = free_port()
         self.location = f"fake 127.0.0.1:{self.port}"
         self._server: uvicorn.Server | None = None
 

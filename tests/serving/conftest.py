@@ -12,7 +12,6 @@ import importlib.util
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -32,6 +31,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from serving.manifest import Manifest, Sample, Schema, sha256_file  # noqa: E402
+from tests.conftest import free_port  # noqa: E402
 
 FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 KEY = "test-key-" + uuid.uuid4().hex
@@ -81,12 +81,6 @@ def build_package(
     )
     (pkg / "package.json").write_text(manifest.to_json())
     return pkg
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

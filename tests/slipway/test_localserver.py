@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from typer.testing import CliRunner
 from slipway import localserver
 from slipway.cli import app
 from slipway.errors import ConfigError
-from tests.conftest import SpecWriter
+from tests.conftest import SpecWriter, free_port
 
 runner = CliRunner()
 
@@ -83,6 +84,24 @@ def test_a_stale_record_of_a_server_gone_with_the_machine_is_replaced(auto: None
     assert localserver.status() is None
     running = localserver.ensure(progress=lambda _: None)
     assert running.pid != stale["pid"] and localserver.status() == running
+
+
+@pytest.mark.fault("unreachable service")
+def test_a_port_taken_before_the_server_binds_it_is_given_up_for_another(
+    auto: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The port drawn was free, then another program took it before the server bound it: the start
+    says so and the server comes up on another port."""
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = int(squatter.getsockname()[1])
+        draws = iter([taken, free_port()])
+        monkeypatch.setattr(localserver, "free_port", lambda: next(draws))
+        said: list[str] = []
+        running = localserver.ensure(progress=said.append)
+    assert running.port != taken and localserver.status() == running
+    assert f"port {taken} was taken while the server started: another port" in said, said
 
 
 @pytest.mark.parametrize(
