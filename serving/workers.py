@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import errno
 import os
 import select
 import signal
 import socket
+import struct
 import sys
 import time
 from collections.abc import Callable
@@ -35,6 +37,8 @@ from serving import SERVER_NAME
 from serving.app import SlipwayApp
 
 DRAIN_SECONDS = 0.5
+_SO_ATTACH_REUSEPORT_CBPF = getattr(socket, "SO_ATTACH_REUSEPORT_CBPF", 51)  # Linux >= 4.5
+_STEERED_SETTLE_S = 0.05  # handshakes already under way when steered land in our queue within this
 SERVE_HELD = signal.SIGUSR1
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
 _STARTUP_TIMEOUT = 120.0
@@ -109,12 +113,12 @@ class Listener:
 class _Server(uvicorn.Server):
     """uvicorn's server, plus: a callback once it accepts, and a drain before uvicorn's shutdown.
 
-    On SIGTERM: /ready answers 503 and responses carry ``Connection: close``; the connections the
-    kernel has already queued on our listeners are accepted and the listeners closed in one go (no
-    await in between), so with SO_REUSEPORT new connections go to the other release, and none sit in
-    a closing accept queue (the kernel resets those); then ``DRAIN_SECONDS`` for just-accepted and
-    keep-alive clients to get their answers; then uvicorn's shutdown (idle connections closed,
-    in-flight requests finished).
+    On SIGTERM: /ready answers 503 and responses carry ``Connection: close``; new connections are
+    steered to the release that joined the port after this one (``steer_to_successor``); the
+    connections the kernel has already queued on our listeners are accepted and the listeners closed
+    in one go (no await in between), so none sit in a closing accept queue (the kernel resets those);
+    then ``DRAIN_SECONDS`` for just-accepted and keep-alive clients to get their answers; then
+    uvicorn's shutdown (idle connections closed, in-flight requests finished).
     """
 
     def __init__(
@@ -171,6 +175,8 @@ class _Server(uvicorn.Server):
     async def _drain(self, sockets: list[socket.socket]) -> None:
         loop = asyncio.get_running_loop()
         accepted: list[socket.socket] = []
+        if [sock for sock in sockets if sock.fileno() >= 0 and steer_to_successor(sock)]:
+            await asyncio.sleep(_STEERED_SETTLE_S)
         for sock in sockets:
             if sock.fileno() < 0:
                 continue
@@ -183,6 +189,25 @@ class _Server(uvicorn.Server):
         for conn in accepted:
             await loop.connect_accepted_socket(self._protocol, conn)
         await asyncio.sleep(DRAIN_SECONDS)
+
+
+def steer_to_successor(sock: socket.socket) -> bool:
+    """Send the port's new connections to the listener that joined its SO_REUSEPORT group after this
+    one: the release promoted beside it (a classic BPF program on the group that picks its socket 1).
+
+    The kernel otherwise spreads them over both until this listener closes, and resets the ones
+    whose handshake completes between its last accept and its close (Linux's tcp_migrate_req would
+    move them, but it is off by default). With no listener after this one the index is out of range
+    and the kernel spreads as before. True once steered; False where the socket is no SO_REUSEPORT
+    listener or the kernel refuses."""
+    try:
+        if not sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT):
+            return False
+        ret_1 = ctypes.create_string_buffer(struct.pack("@HBBI", 0x06, 0, 0, 1), 8)  # BPF_RET|BPF_K, k = 1
+        sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_REUSEPORT_CBPF, struct.pack("@HP", 1, ctypes.addressof(ret_1)))
+    except OSError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)
