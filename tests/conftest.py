@@ -225,11 +225,14 @@ def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 @pytest.fixture(scope="session")
 def prefect_api() -> Iterator[None]:
-    """One temporary Prefect server for the session's flow runs."""
-    from prefect.testing.utilities import prefect_test_harness
+    """One temporary Prefect server for the session's flow runs, on a port of this worker's lane (the
+    harness's own choice, bind(0), can be taken by another test's connection before the server binds)."""
+    from prefect.testing import utilities
 
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(utilities, "_find_available_port", free_port)
+        with utilities.prefect_test_harness(server_startup_timeout=120):
+            yield
 
 
 # What a deploy process holds; none of it may reach the code a model file runs.
