@@ -30,6 +30,7 @@ from pathlib import Path
 import httpx
 
 from slipway.errors import At, ConfigError, OperationError
+from slipway.http import tls
 from slipway.ports import free_port
 from slipway.settings import get_settings, plain_environment
 
@@ -167,7 +168,7 @@ def _alive(pid: int) -> bool:
 
 def _healthy(url: str) -> bool:
     try:
-        return httpx.get(f"{url}/health", timeout=2).status_code == 200
+        return httpx.get(f"{url}/health", timeout=2, verify=tls()).status_code == 200
     except httpx.HTTPError:
         return False
 

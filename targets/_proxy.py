@@ -20,6 +20,8 @@ from typing import Any
 import httpx
 from docker.models.containers import Container
 
+from slipway.http import tls
+
 PROXY_PORT = 8080
 CONF_DIR = "/etc/slipway"
 CONF = f"{CONF_DIR}/nginx.conf"
@@ -119,7 +121,7 @@ def reload(proxy: Container) -> str:
 def serves(url: str, token: str) -> bool | None:
     """Whether a fresh connection is answered by the configuration of ``token``; None: no answer."""
     try:
-        resp = httpx.get(url + TOKEN_PATH, headers={"Connection": "close"}, timeout=3)
+        resp = httpx.get(url + TOKEN_PATH, headers={"Connection": "close"}, timeout=3, verify=tls())
     except httpx.HTTPError:
         return None
     return resp.status_code == 200 and resp.text == token

@@ -43,6 +43,7 @@ from slipway.errors import (
     TransientImageError,
     TransientTargetError,
 )
+from slipway.http import tls
 
 _TRANSIENT_STATUS = frozenset({408, 429, 502, 503, 504})
 _TRANSIENT_OF: dict[type[OperationError], type[OperationError]] = {
@@ -214,7 +215,7 @@ def check_registry(repository: str, creds: Credentials | None, *, operation: str
     url = f"{'http' if local else 'https'}://{registry}/v2/"
     auth = (creds.username, creds.password.get_secret_value()) if creds else None
     try:
-        resp = httpx.get(url, auth=auth, timeout=5)
+        resp = httpx.get(url, auth=auth, timeout=5, verify=tls())
     except httpx.HTTPError as exc:
         raise TransientImageError(
             f"the registry {registry} does not answer ({type(exc).__name__})", at=At("image", operation, repository),

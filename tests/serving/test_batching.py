@@ -30,6 +30,7 @@ from serving import create_app
 from serving.app import SlipwayApp
 from serving.batching import BatchSettings, row_wise
 from serving.contract import GENERIC, SAGEMAKER, Routes, vertex
+from slipway.http import tls
 from tests.fakes.models import BatchDependent, FailsOnNegative, RowWise
 
 Answer = tuple[int, Any]
@@ -202,7 +203,9 @@ def test_launcher_batches_with_workers_and_its_options_win_over_the_environment(
         requests = [[rows[i % len(rows)], rows[(i * 3 + 1) % len(rows)]][: 1 + i % 2] for i in range(48)]
 
         def post(request: list[list[float]]) -> Any:
-            answer = httpx.post(f"{server.url}/predict", json={"inputs": request}, headers=server.headers, timeout=10)
+            answer = httpx.post(
+                f"{server.url}/predict", json={"inputs": request}, headers=server.headers, timeout=10, verify=tls()
+            )
             return answer.status_code, answer.json()
 
         with ThreadPoolExecutor(16) as pool:

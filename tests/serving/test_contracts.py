@@ -33,6 +33,7 @@ import pytest
 from docker.models.containers import Container
 
 from serving.contract import EXIT_CONFIG, SAGEMAKER_MODEL_DIR
+from slipway.http import tls
 from tasks.package import ModelPackage
 
 pytestmark = pytest.mark.docker
@@ -179,7 +180,7 @@ def wait_answering(started: Started, path: str, timeout: float = 90) -> httpx.Re
     deadline, last = time.monotonic() + timeout, "no answer"
     while time.monotonic() < deadline:
         try:
-            response = httpx.get(started.url + path, timeout=5)
+            response = httpx.get(started.url + path, timeout=5, verify=tls())
             if response.status_code == 200:
                 return response
             last = f"{response.status_code} {response.text[:200]}"

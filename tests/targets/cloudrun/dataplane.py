@@ -37,6 +37,8 @@ import docker.errors
 import httpx
 import uvicorn
 
+from slipway.http import tls
+
 LABEL = "slipway-test.cloudrun-emulator"  # value: the emulator's id
 CONTAINER_PORT = 8080
 IDLE_STOP_S = 3.0
@@ -161,7 +163,7 @@ class DataPlane:
                 pass
             elif http_probe:
                 with contextlib.suppress(httpx.HTTPError):
-                    if httpx.get(f"http://127.0.0.1:{instance.port}{path}", timeout=1).status_code == 200:
+                    if httpx.get(f"http://127.0.0.1:{instance.port}{path}", timeout=1, verify=tls()).status_code == 200:
                         return True, ""
             elif _accepts(instance.port):
                 return True, ""
@@ -364,7 +366,7 @@ class Router:
 def _accepts(port: int) -> bool:
     """A TCP probe: the container's port accepts a connection (through Docker's proxy: it must also answer)."""
     try:
-        httpx.get(f"http://127.0.0.1:{port}/", timeout=1)
+        httpx.get(f"http://127.0.0.1:{port}/", timeout=1, verify=tls())
     except httpx.HTTPError:
         return False
     return True

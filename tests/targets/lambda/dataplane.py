@@ -49,6 +49,8 @@ import docker
 import docker.errors
 import httpx
 
+from slipway.http import tls
+
 RIE = Path("/var/tmp/slipway/lambda-rie/aws-lambda-rie")
 LABEL = "slipway-test.lambda-dataplane"  # value: the pid of the session
 INVOKE = "/2015-03-31/functions/function/invocations"
@@ -270,7 +272,9 @@ class LambdaDataPlane:
         cold, env.fresh = env.fresh, False
         since = time.time()
         try:
-            resp = httpx.post(f"http://{env.address}:8080{INVOKE}", content=payload, timeout=v.timeout_s + 30)
+            resp = httpx.post(
+                f"http://{env.address}:8080{INVOKE}", content=payload, timeout=v.timeout_s + 30, verify=tls()
+            )
             status, body = resp.status_code, resp.content
         except httpx.HTTPError as exc:
             status, body = 502, json.dumps({"errorType": "Sandbox.Failure", "errorMessage": str(exc)}).encode()

@@ -32,6 +32,8 @@ import docker
 import docker.errors
 import httpx
 
+from slipway.http import tls
+
 LABEL = "slipway-test.sagemaker-hosting"  # value: the emulator's id
 CONTAINER_PORT = 8080
 _CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
@@ -112,7 +114,7 @@ class Hosting:
                 break
             if fleet.port:
                 with contextlib.suppress(httpx.HTTPError):
-                    if httpx.get(f"http://127.0.0.1:{fleet.port}/ping", timeout=1).status_code == 200:
+                    if httpx.get(f"http://127.0.0.1:{fleet.port}/ping", timeout=1, verify=tls()).status_code == 200:
                         with self.lock:
                             self.fleets.append(fleet)
                         return fleet
