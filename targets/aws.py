@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import boto3
+import botocore.loaders
+import botocore.session
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError, NoCredentialsError
 
 from slipway.errors import At, ConfigError, SlipwayError, TargetError, TransientTargetError
@@ -53,10 +55,22 @@ class ServiceCodes:
 
 
 def session(region: str, profile: str = "") -> boto3.Session:
-    """A boto3 session (``profile``: another account's) whose clients name a refused call's IAM action."""
-    made = boto3.Session(profile_name=profile or None, region_name=region)
+    """A boto3 session (``profile``: another account's) whose clients name a refused call's IAM action.
+
+    A new session each time (credentials as the environment has them now), sharing one botocore data
+    loader: each session would otherwise parse endpoints.json and every service model it makes a
+    client of again (~0.1 s of CPU a client: in a profile of the test suite, most of what the AWS
+    targets cost it)."""
+    core = botocore.session.get_session()
+    core.register_component("data_loader", _loader(core.get_config_variable("data_path")))
+    made = boto3.Session(profile_name=profile or None, region_name=region, botocore_session=core)
     made.events.register("after-call", _note_action)
     return made
+
+
+@functools.cache
+def _loader(data_path: str | None) -> botocore.loaders.Loader:
+    return botocore.loaders.create_loader(data_path)
 
 
 def _note_action(http_response: Any, parsed: dict[str, Any], model: Any, **_: Any) -> None:
