@@ -14,7 +14,7 @@ $(BIN)/slipway: pyproject.toml
 	$(BIN)/pip install -q -e '.[dev,mlflow]'
 	@touch $@
 
-## demo: install, train the example model, run the whole pipeline (TARGET=local|docker|kubernetes|cloudrun)
+## demo: install, train the example model, run the whole pipeline (TARGET=local|docker|kubernetes|cloudrun|lambda)
 demo: $(BIN)/slipway
 	@$(BIN)/python examples/iris/train.py >/dev/null
 	@bash scripts/demo.sh $(TARGET) $(SPEC)

@@ -86,7 +86,7 @@ class Provisioned:
 
 
 class LambdaFront:
-    def __init__(self, moto_url: str, plane: LambdaDataPlane, *, update_s: float = 0.3) -> None:
+    def __init__(self, moto_url: str, plane: LambdaDataPlane, *, update_s: float = 0.3, port: int = 0) -> None:
         self.moto, self.plane, self.update_s = httpx.Client(base_url=moto_url, timeout=120), plane, update_s
         self.urls: dict[tuple[str, str, str], UrlConfig] = {}  # (region, function, qualifier)
         self.provisioned: dict[tuple[str, str, str], Provisioned] = {}
@@ -110,7 +110,7 @@ class LambdaFront:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, name="lambda-front", daemon=True).start()
