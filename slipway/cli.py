@@ -128,8 +128,11 @@ def deploy(
             credential = "$(gcloud auth print-identity-token)"
         body = _example_body(rel.package_dir)
         url = f"{endpoint.url}{endpoint.routes.predict}"
-        headers = f"-H \"Authorization: Bearer {credential}\" -H 'Content-Type: application/json'"
-        example = f"try: curl -s {headers} -d '{body}' {url}"
+        auth = f'-H "Authorization: Bearer {credential}"'
+        if endpoint.auth.scheme is AuthScheme.AWS_SIGV4:  # a function URL's AWS_IAM: signed with the caller's keys
+            auth = (f"--aws-sigv4 \"aws:amz:{endpoint.auth.aws_region}:{endpoint.auth.aws_service}\" "
+                    "--user \"$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY\"")  # fmt: skip
+        example = f"try: curl -s {auth} -H 'Content-Type: application/json' -d '{body}' {url}"
         if endpoint.auth.scheme is AuthScheme.AWS_SIGV4 and endpoint.auth.aws_service == "sagemaker":
             # IAM at SageMaker's edge: a request signed with the caller's AWS credentials, as the AWS CLI signs it
             example = (f"try: aws sagemaker-runtime invoke-endpoint --endpoint-name {endpoint.url.rsplit('/', 1)[-1]} "

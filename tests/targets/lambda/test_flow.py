@@ -71,6 +71,7 @@ def test_release_staging_gate_production_then_rollback_and_a_throttled_gate(
     cli = CliRunner()
     deployed = cli.invoke(app, ["deploy", str(specs["v1"])])
     assert deployed.exit_code == 0, deployed.output
+    assert f'curl -s --aws-sigv4 "aws:amz:{REGION}:lambda"' in deployed.output  # the call to try, signed as it must be
     first_sha, first_version = _served(aws_env, api_key)
     lam = aws_env.client("lambda", through_front=True)
     url = lam.get_function_url_config(FunctionName="iris-flow", Qualifier="live")["FunctionUrl"]
