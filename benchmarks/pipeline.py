@@ -66,12 +66,10 @@ import contextlib
 import json
 import os
 import platform
-import random
 import re
 import secrets
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -94,6 +92,7 @@ sys.path.insert(0, str(ROOT))
 
 from examples.iris.train import train
 from slipway.ledgers import open_ledger
+from slipway.ports import free_port
 from slipway.settings import Settings
 from slipway.spec import load_spec
 from tasks._build import deps_key, requirements
@@ -199,26 +198,6 @@ class Deploy:
 
 
 # --- helpers ---------------------------------------------------------------------------------------
-
-
-def quiet_port(taken: set[int]) -> int:
-    """A free port below the kernel's ephemeral range, so no other program's bind(0) is handed it.
-
-    The local target's servers bind with SO_REUSEPORT: another server of the same user on the same
-    port would silently take part of the gate's traffic (seen with a port from the ephemeral range).
-    """
-    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    while True:
-        port = random.randrange(low // 2, low)
-        if port in taken:
-            continue
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        taken.add(port)
-        return port
 
 
 def write_spec(kind: str, name: str, model_dir: Path, ports: tuple[int, int], base: str) -> tuple[Path, float]:
@@ -374,7 +353,6 @@ class Bench:
         self.work = work
         self.args = args
         self.token = secrets.token_hex(2)
-        self.ports: set[int] = set()
         self.env = {k: v for k, v in os.environ.items() if not k.startswith(("SLIPWAY_", "PREFECT_"))}
         self.env |= {"PREFECT_HOME": str(work / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
                      "SLIPWAY_API_KEY": KEY}  # fmt: skip
@@ -398,7 +376,7 @@ class Bench:
         model_dir = folder / "model"
         train(model_dir, version=1)
         base = self._cold_base(name) if cold else BASE
-        ports = (quiet_port(self.ports), quiet_port(self.ports))
+        ports = (free_port(), free_port())  # below the ephemeral range (slipway.ports)
         spec, gate_s = write_spec(kind, name, model_dir, ports, base)
         env = self.env | self.mode_env[mode] | {"SLIPWAY_STATE_DIR": str(folder / "state")}
         if api_url:
@@ -592,7 +570,7 @@ def main() -> None:
             if "docker" in targets:
                 for _ in range(args.cold):
                     bench.round("docker", "ephemeral", cold=True)
-            port = quiet_port(bench.ports)
+            port = free_port()
             with prefect_server(bench.env, port, bench.work / "prefect-server.log") as (url, server_ready):
                 if "server" in modes:
                     for _ in range(args.repeat):
