@@ -114,8 +114,7 @@ class EndpointAuth(httpx.Auth):
 @functools.cache
 def tls() -> ssl.SSLContext:
     """The TLS context of every HTTP client Slipway makes, built once. httpx builds one per client
-    otherwise, loading the CA bundle again (~20 ms of CPU), and a readiness poll is a client per try:
-    in a profile of the test suite that was a quarter of its CPU."""
+    otherwise, loading the CA bundle again each time, and a readiness poll is a client per try."""
     return httpx.create_ssl_context()
 
 

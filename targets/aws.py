@@ -59,8 +59,7 @@ def session(region: str, profile: str = "") -> boto3.Session:
 
     A new session each time (credentials as the environment has them now), sharing one botocore data
     loader: each session would otherwise parse endpoints.json and every service model it makes a
-    client of again (~0.1 s of CPU a client: in a profile of the test suite, most of what the AWS
-    targets cost it)."""
+    client of again."""
     core = botocore.session.get_session()
     core.register_component("data_loader", _loader(core.get_config_variable("data_path")))
     made = boto3.Session(profile_name=profile or None, region_name=region, botocore_session=core)
