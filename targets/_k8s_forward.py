@@ -2,7 +2,8 @@
 port-forward (``kubernetes.stream.portforward``): traffic never goes to pod or cluster IPs.
 
 Every accepted connection is forwarded to one ready, not terminating pod, chosen round-robin
-from a short-lived cache, so new connections follow a Service switch within a second. If a pod
+from a short-lived cache that the target refreshes at a Service switch, so new connections follow
+it at once (a listing begun before the switch is used once, never cached). If a pod
 closes a connection while a request sent on it is still unanswered (a server that shuts down
 closes idle keep-alive connections, racing with the client's next request), the request bytes
 are sent again on a connection to another pod: the client never sees that race.
@@ -43,6 +44,7 @@ class Forwarder:
         self._closed = threading.Event()
         self._lock = threading.Lock()
         self._cache: tuple[float, list[str]] = (0.0, [])
+        self._generation = 0  # refreshes so far
         self._rr = itertools.count()
         self._conns: set[socket.socket] = set()
         threading.Thread(target=self._accept, name=f"k8s-forward-{self.local_port}", daemon=True).start()
@@ -54,6 +56,7 @@ class Forwarder:
     def refresh(self) -> None:
         with self._lock:
             self._cache = (0.0, [])
+            self._generation += 1  # a listing begun before this is stale: it is not cached
 
     def close(self) -> None:
         self._closed.set()
@@ -72,6 +75,7 @@ class Forwarder:
             at, pods = self._cache
             if time.monotonic() - at < _CACHE_S and pods:
                 return pods
+            generation = self._generation
         selector = self.selector()
         pods = []
         if selector:
@@ -82,7 +86,8 @@ class Forwarder:
                 if ready and pod.metadata.deletion_timestamp is None:
                     pods.append(pod.metadata.name)
         with self._lock:
-            self._cache = (time.monotonic(), pods)
+            if generation == self._generation:
+                self._cache = (time.monotonic(), pods)
         return pods
 
     def _open(self, avoid: str = "") -> tuple[Any, str]:
