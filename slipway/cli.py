@@ -126,7 +126,9 @@ def deploy(
         credential = f"${p.spec.auth.api_key_env}"
         if endpoint.auth.scheme is AuthScheme.GOOGLE_ID_TOKEN:  # Cloud Run's IAM: an ID token of an invoker
             credential = "$(gcloud auth print-identity-token)"
-        body = _example_body(rel.package_dir)
+        elif endpoint.auth.scheme is AuthScheme.GOOGLE_ACCESS_TOKEN:  # Vertex AI: the caller's OAuth access token
+            credential = "$(gcloud auth print-access-token)"
+        body = _example_body(rel.package_dir, endpoint.routes.request_key)
         url = f"{endpoint.url}{endpoint.routes.predict}"
         auth = f'-H "Authorization: Bearer {credential}"'
         if endpoint.auth.scheme is AuthScheme.AWS_SIGV4:  # a function URL's AWS_IAM: signed with the caller's keys
@@ -594,9 +596,9 @@ def _gate_table(checks: list[Check], title: str) -> Table:
     return table
 
 
-def _example_body(package_dir: Path) -> str:
+def _example_body(package_dir: Path, key: str) -> str:
     manifest = read_manifest(package_dir)
-    return json.dumps({"inputs": manifest.samples[0].input}) if manifest.samples else '{"inputs": []}'
+    return json.dumps({key: manifest.samples[0].input if manifest.samples else []})
 
 
 def main() -> None:

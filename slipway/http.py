@@ -42,6 +42,8 @@ def request_headers(
             headers.update(_sigv4(endpoint, method, url, body, headers))
         case AuthScheme.GOOGLE_ID_TOKEN:
             headers["Authorization"] = f"Bearer {google_id_token(endpoint.auth.audience or endpoint.url)}"
+        case AuthScheme.GOOGLE_ACCESS_TOKEN:
+            headers["Authorization"] = f"Bearer {google_access_token()}"
     return headers
 
 
@@ -73,6 +75,33 @@ def google_id_token(audience: str) -> str:
                 hint="set GOOGLE_APPLICATION_CREDENTIALS to a service-account key file (or an impersonated "
                 "service account's file from `gcloud auth application-default login --impersonate-service-account`), "
                 "or run where the metadata server answers; the identity needs roles/run.invoker on the service",
+            ) from exc
+        return str(credentials.token)
+
+
+_ACCESS: list[Any] = []  # the Application Default Credentials, once found (they refresh before expiry)
+
+
+def google_access_token() -> str:
+    """An OAuth 2.0 access token (scope cloud-platform) of Google's Application Default Credentials, as
+    Google's APIs take it (Vertex AI's predict); cached until shortly before it expires."""
+    import google.auth
+    import google.auth.exceptions
+    import google.auth.transport.requests
+
+    with _ID_TOKENS_LOCK:
+        try:
+            if not _ACCESS:
+                _ACCESS.append(google.auth.default(scopes=["https://www.googleapis.com/auth/cloud-platform"])[0])
+            credentials = _ACCESS[0]
+            if not credentials.valid:
+                credentials.refresh(google.auth.transport.requests.Request())
+        except google.auth.exceptions.GoogleAuthError as exc:
+            _ACCESS.clear()
+            raise ConfigError(
+                f"no Google access token: {type(exc).__name__}: {exc}",
+                hint="run `gcloud auth application-default login` or set GOOGLE_APPLICATION_CREDENTIALS to a "
+                "service-account key file; the identity needs roles/aiplatform.user on the endpoint's project",
             ) from exc
         return str(credentials.token)
 

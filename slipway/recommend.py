@@ -63,7 +63,8 @@ def recommend(millisecond_latency: bool, sporadic_traffic: bool, complex_orchest
     return Recommendation(
         "Managed ML platform",
         "SageMaker endpoints, Vertex AI endpoints, Azure ML online endpoints",
-        "sagemaker (Amazon SageMaker endpoints, promoted through deployment guardrails)",
+        "sagemaker (Amazon SageMaker endpoints, promoted through deployment guardrails), "
+        "vertex (Vertex AI endpoints, promoted by traffic split)",
         [*steady, "complex orchestration? no"],
         "steady traffic without orchestration needs of your own: let the platform run endpoints, "
         "monitoring and autoscaling",

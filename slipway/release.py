@@ -120,6 +120,7 @@ class AuthScheme(StrEnum):
     API_KEY = "api_key"  # Slipway's key: Authorization: Bearer <key>
     AWS_SIGV4 = "aws_sigv4"  # each request signed with AWS Signature Version 4 (IAM-guarded endpoints)
     GOOGLE_ID_TOKEN = "google_id_token"  # a Google-signed ID token for ``audience`` (Cloud Run IAM): Bearer <token>
+    GOOGLE_ACCESS_TOKEN = "google_access_token"  # an OAuth 2.0 access token of the caller's credentials (Vertex AI)
 
 
 @dataclass(frozen=True)

@@ -272,6 +272,58 @@ class CloudRunTarget(_TargetBase):
         return self
 
 
+class VertexTarget(_TargetBase):
+    """The managed ML platform pattern on Google Vertex AI: one Model version per release (the serving image
+    by digest as a custom container), one Endpoint per stage, traffic split by deployed model."""
+
+    kind: Literal["vertex"] = "vertex"
+    project: str = Field(pattern=r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$", description="Google Cloud project id.")
+    region: str = Field(pattern=r"^[a-z]+-[a-z]+[0-9]$", description="Vertex AI region, e.g. europe-west4.")
+    endpoint: str = Field(
+        default="", pattern=r"^$|^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$",
+        description="Endpoint id; empty: <spec service>-<stage>. Give each stage its own.",
+    )  # fmt: skip
+    model: str = Field(
+        default="", pattern=r"^$|^[a-z_]([a-z0-9_-]{0,62})$",
+        description="Model id, whose versions are the releases; empty: the spec's service.",
+    )  # fmt: skip
+    credentials: str = Field(
+        default="", description="Name of a Prefect GCP credentials block; empty: Application Default Credentials."
+    )
+    api_endpoint: str = Field(
+        default="", description="Vertex AI API endpoint override (a local stand-in in tests); empty: the region's."
+    )
+    logging_endpoint: str = Field(default="", description="Cloud Logging API endpoint override.")
+    api_retry_s: float = Field(
+        default=30.0, ge=0, le=600, description="How long calls Google throttles (429) or finds busy (503) are retried."
+    )
+    machine_type: str = Field(
+        default="n1-standard-2", pattern=r"^[a-z][a-z0-9]*-[a-z0-9-]+$", description="Machine type of each replica."
+    )
+    min_replicas: int = Field(default=1, ge=1, le=1000, description="Replicas always running (never 0).")
+    max_replicas: int = Field(default=1, ge=1, le=1000, description="Replicas at most (autoscaling on CPU).")
+    service_account: str = Field(default="", description="The deployed model's service account; empty: Vertex's.")
+    env: dict[str, str] = Field(default_factory=dict, description="Plain environment variables (no secrets).")
+    labels: dict[str, str] = Field(default_factory=dict, description="Extra labels on the endpoint and model versions.")
+    workers: int = Field(default=1, ge=1, le=16, description="Server worker processes per replica.")
+    retain_previous_s: float = Field(
+        default=3600.0, ge=0,
+        description="How long the previous release stays deployed at 0 % after a promotion (a rollback within it is a "
+        "traffic change); it is undeployed by the first promotion after that (a deployed model is billed per hour).",
+    )  # fmt: skip
+    ready_timeout_s: float = Field(default=1800.0, gt=0, description="How long a deployment may take to be ready.")
+    promote_timeout_s: float = Field(default=300.0, gt=0, description="How long a traffic change may take.")
+
+    @model_validator(mode="after")
+    def _scaling(self) -> VertexTarget:
+        if self.max_replicas < self.min_replicas:
+            raise ValueError(f"max_replicas ({self.max_replicas}) is below min_replicas ({self.min_replicas})")
+        for name in self.env:
+            if name.startswith("AIP_") or name in ("SLIPWAY_API_KEY", "SLIPWAY_AUTH"):
+                raise ValueError(f"{name} is set by Vertex AI or Slipway: remove it from env")
+        return self
+
+
 class SageMakerServerless(_Strict):
     """Serverless inference instead of instances: SageMaker's ServerlessConfig."""
 
@@ -509,9 +561,11 @@ class LambdaTarget(_TargetBase):
 
 TARGET_CONFIGS: tuple[type[_Strict], ...] = (
     LocalTarget, DockerTarget, Ec2Target, KubernetesTarget, CloudRunTarget, SageMakerTarget, LambdaTarget,
+    VertexTarget,
 )  # fmt: skip
 TargetConfig = Annotated[
-    LocalTarget | DockerTarget | Ec2Target | KubernetesTarget | CloudRunTarget | SageMakerTarget | LambdaTarget,
+    LocalTarget | DockerTarget | Ec2Target | KubernetesTarget | CloudRunTarget | SageMakerTarget | LambdaTarget
+    | VertexTarget,
     Field(discriminator="kind"),
 ]
 """Every target kind: a new kind is added to this union, to ``TARGET_CONFIGS`` and as a case in

@@ -12,6 +12,7 @@ from slipway.spec import LambdaTarget as LambdaConfig
 from slipway.spec import LocalTarget as LocalConfig
 from slipway.spec import SageMakerTarget as SageMakerConfig
 from slipway.spec import TargetConfig
+from slipway.spec import VertexTarget as VertexConfig
 from targets.base import Target, TargetContext
 from targets.local import LocalProcessTarget
 
@@ -45,5 +46,9 @@ def make_target(config: TargetConfig, ctx: TargetContext) -> Target:
             from targets.awslambda import LambdaFunctionTarget
 
             return LambdaFunctionTarget(config, ctx)
+        case VertexConfig():
+            from targets.vertex import VertexEndpointTarget
+
+            return VertexEndpointTarget(config, ctx)
         case _:
             assert_never(config)

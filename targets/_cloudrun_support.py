@@ -1,14 +1,11 @@
-"""What the Cloud Run target needs besides its revisions and traffic: Secret Manager (the API key), the
-service's IAM policy (its invoker) and Cloud Logging (a failed revision's last lines).
+"""What the Cloud Run target needs besides its revisions and traffic: Secret Manager (the API key) and the
+service's IAM policy (its invoker).
 
 * ``ApiKeySecret``: under ``auth: api_key`` the server reads Slipway's key from the secret
   ``slipway-<service>-api-key`` (automatic replication), pinned by version number in the revision;
   a deploy adds a version only when the key changed, and grants the revisions' service account
   ``roles/secretmanager.secretAccessor`` on that one secret. ``teardown`` deletes it.
 * ``set_invoker``: who may call the service at Cloud Run's edge (``allUsers`` or not), in its IAM policy.
-* ``container_log_tail``: Cloud Run writes a container's stdout and stderr to Cloud Logging
-  (``resource.type="cloud_run_revision"``); the last lines of a revision are read back from there
-  for the error of a revision that failed to start.
 """
 
 from __future__ import annotations
@@ -20,12 +17,9 @@ from google.api_core import exceptions as gexc
 from google.api_core.client_options import ClientOptions
 from pydantic import SecretStr
 
-from slipway.spec import CloudRunTarget as CloudRunConfig
-
 ACCESSOR = "roles/secretmanager.secretAccessor"
 INVOKER = "roles/run.invoker"
 PUBLIC = "allUsers"
-_TAIL = 12
 
 
 class ApiKeySecret:
@@ -75,37 +69,6 @@ class ApiKeySecret:
     def delete(self) -> None:
         with contextlib.suppress(gexc.NotFound):
             self.client.delete_secret(name=self.name)
-
-
-def container_log_tail(config: CloudRunConfig, credentials: Any, service: str, revision: str) -> str:
-    """The revision's last container lines from Cloud Logging, oldest first, as ``  | line``; a note if none."""
-    from google.cloud import logging as cloud_logging
-
-    options = {"api_endpoint": config.logging_endpoint} if config.logging_endpoint else None
-    log_filter = (
-        f'resource.type="cloud_run_revision" AND resource.labels.service_name="{service}" '
-        f'AND resource.labels.revision_name="{revision}"'
-    )
-    try:
-        client = cloud_logging.Client(  # type: ignore[no-untyped-call]
-            project=config.project, credentials=credentials, _use_grpc=False, client_options=options
-        )
-        entries = list(
-            client.list_entries(  # type: ignore[no-untyped-call]
-                resource_names=[f"projects/{config.project}"],
-                filter_=log_filter,
-                order_by=cloud_logging.DESCENDING,
-                max_results=_TAIL,
-            )
-        )
-    except Exception as exc:  # the logs are extra information: their absence never hides the failure
-        return f"  (the container's logs could not be read from Cloud Logging: {type(exc).__name__})"
-    lines = []
-    for entry in reversed(entries):
-        payload = entry.payload
-        text = payload.get("message", str(payload)) if isinstance(payload, dict) else str(payload)
-        lines += [f"  | {line}" for line in text.rstrip().splitlines()]
-    return "\n".join(lines[-_TAIL:]) or "  (no container output in Cloud Logging)"
 
 
 def set_invoker(services: Any, name: str, *, public: bool, retry: Any) -> None:

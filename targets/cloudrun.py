@@ -49,9 +49,9 @@ from slipway.release import Auth, AuthScheme, Endpoint, Release
 from slipway.spec import CloudRunTarget as CloudRunConfig
 from slipway.spec import Timeouts
 from targets import _cloudrun_objects as obj
-from targets._cloudrun_support import ApiKeySecret, container_log_tail, set_invoker
+from targets._cloudrun_support import ApiKeySecret, set_invoker
 from targets.base import IMAGE, Capabilities, Change, Deployment, Facts, StageStatus, TargetContext, put_live
-from targets.gcp import credentials, follow, map_google_error
+from targets.gcp import credentials, follow, log_tail, map_google_error
 
 ROLES = "roles/run.developer and roles/iam.serviceAccountUser (api_key: roles/secretmanager.admin too)"
 _SUCCEEDED = run_v2.Condition.State.CONDITION_SUCCEEDED
@@ -463,7 +463,11 @@ class CloudRunServiceTarget:
         ready = next((c for c in found.conditions if c.type_ == "Ready"), None) if found else None
         if ready is None or ready.state != _FAILED:
             return ""
-        tail = container_log_tail(self.config, self._credentials[0], self.service_id, revision)
+        log_filter = (
+            f'resource.type="cloud_run_revision" AND resource.labels.service_name="{self.service_id}" '
+            f'AND resource.labels.revision_name="{revision}"'
+        )
+        tail = log_tail(self.config.project, self._credentials[0], self.config.logging_endpoint, log_filter)
         return f"revision {revision} failed: {ready.message}\n{tail}"
 
     def _api_key_ref(self) -> tuple[str, str] | None:

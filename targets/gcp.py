@@ -12,6 +12,8 @@
   fields Google reports); anything else is a ``TargetError``.
 * **Long-running operations** are followed to the end (``follow``), reporting progress through the
   target's ``TargetContext.progress`` and giving up after a timeout.
+* **A container's last lines**: Cloud Run and Vertex AI write a container's stdout and stderr to Cloud
+  Logging; ``log_tail`` reads them back for the error of a deployment that failed to start.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from google.api_core.operation import Operation
 from slipway.errors import At, ConfigError, SlipwayError, TargetError, TransientTargetError
 
 CLOUD_PLATFORM = "https://www.googleapis.com/auth/cloud-platform"
+_TAIL = 12
 BLOCK_TYPE = "gcp-credentials"  # prefect-gcp's GcpCredentials
 _TRANSIENT = (
     gexc.Conflict,
@@ -227,3 +230,31 @@ def follow(
                 hint="it goes on at Google; raise the stage's ready_timeout_s / promote_timeout_s",
             )
         time.sleep(poll_s)
+
+
+def log_tail(project: str, credentials: Any, logging_endpoint: str, log_filter: str) -> str:
+    """The last container lines Cloud Logging holds under ``log_filter``, oldest first, as ``  | line``;
+    a note if none (the logs are extra information: their absence never hides the failure)."""
+    from google.cloud import logging as cloud_logging
+
+    options = {"api_endpoint": logging_endpoint} if logging_endpoint else None
+    try:
+        client = cloud_logging.Client(  # type: ignore[no-untyped-call]
+            project=project, credentials=credentials, _use_grpc=False, client_options=options
+        )
+        entries = list(
+            client.list_entries(  # type: ignore[no-untyped-call]
+                resource_names=[f"projects/{project}"],
+                filter_=log_filter,
+                order_by=cloud_logging.DESCENDING,
+                max_results=_TAIL,
+            )
+        )
+    except Exception as exc:
+        return f"  (the container's logs could not be read from Cloud Logging: {type(exc).__name__})"
+    lines = []
+    for entry in reversed(entries):
+        payload = entry.payload
+        text = payload.get("message", str(payload)) if isinstance(payload, dict) else str(payload)
+        lines += [f"  | {line}" for line in text.rstrip().splitlines()]
+    return "\n".join(lines[-_TAIL:]) or "  (no container output in Cloud Logging)"

@@ -36,6 +36,7 @@ _FOLDER_MARKS = {
     "tests/targets/cloudrun/": ("cloudrun", "docker"),
     "tests/targets/sagemaker/": ("sagemaker", "moto", "docker"),
     "tests/targets/lambda/": ("awslambda", "moto", "docker"),
+    "tests/targets/vertex/": ("cloudrun", "docker"),  # Vertex AI is served by the same Google emulator
 }
 
 
@@ -51,6 +52,7 @@ _SHARED = {
     "ec2": ("tests/targets/ec2/",),
     "sagemaker": ("tests/targets/sagemaker/",),
     "lambda": ("tests/targets/lambda/",),
+    "vertex": ("tests/targets/vertex/",),  # an emulator of its own per process: nothing shared by name
     "triggers": ("tests/flows/triggers/",),
 }
 

@@ -34,9 +34,11 @@ ARTIFACTS = {
     "cloudrun": frozenset({ArtifactKind.IMAGE}),
     "sagemaker": frozenset({ArtifactKind.SERVER_IMAGE, ArtifactKind.MODEL_DATA}),
     "lambda": frozenset({ArtifactKind.IMAGE}),
+    "vertex": frozenset({ArtifactKind.IMAGE}),
 }
 # Which release answered, by the sha256 of its package: filled by ``releases`` for targets whose endpoints
-# serve only their platform's predict route and name the release's variant in the answer (SageMaker).
+# serve only their platform's predict route and name the release's variant (SageMaker) or deployed model
+# (Vertex AI, by its display name) in the answer.
 SHA_OF_VARIANT: dict[str, str] = {}
 
 
@@ -87,6 +89,10 @@ def releases(packaged: dict[str, ModelPackage], target_kind: str) -> dict[str, R
         from targets._sagemaker_objects import variant_name
 
         SHA_OF_VARIANT.update({variant_name(rel.id): rel.package_sha256 for rel in made.values()})
+    if target_kind == "vertex":
+        from targets.vertex import DISPLAY
+
+        SHA_OF_VARIANT.update({DISPLAY + rel.id: rel.package_sha256 for rel in made.values()})
     return made
 
 
@@ -106,7 +112,7 @@ def target_factory(
     made: list[Target] = []
     # set up before (so torn down after) the targets: ec2 instances in the moto subnet that the data plane runs
     subnet = request.getfixturevalue("ec2_subnet") if target_kind == "ec2" else {}
-    emulator = request.getfixturevalue("gcp_env") if target_kind == "cloudrun" else None
+    emulator = request.getfixturevalue("gcp_env") if target_kind in ("cloudrun", "vertex") else None
     sagemaker = request.getfixturevalue("sagemaker_env") if target_kind == "sagemaker" else None
     standin = request.getfixturevalue("aws_env") if target_kind == "lambda" else None
 
@@ -135,6 +141,10 @@ def target_factory(
                 from tests.targets.cloudrun.fixtures import cloudrun_config
 
                 target = make_target(cloudrun_config(emulator), ctx)
+            case "vertex":
+                from tests.targets.vertex.fixtures import vertex_config
+
+                target = make_target(vertex_config(emulator), ctx)
             case "sagemaker":
                 from tests.targets.sagemaker.fixtures import sagemaker_config
 

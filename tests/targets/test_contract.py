@@ -36,6 +36,7 @@ def _kinds() -> list[object]:
         pytest.param("cloudrun", marks=[pytest.mark.cloudrun, pytest.mark.docker]),  # the emulator runs revisions
         pytest.param("sagemaker", marks=[pytest.mark.sagemaker, pytest.mark.moto, pytest.mark.docker]),
         pytest.param("lambda", marks=[pytest.mark.awslambda, pytest.mark.moto, pytest.mark.docker]),  # RIE on Docker
+        pytest.param("vertex", marks=[pytest.mark.cloudrun, pytest.mark.docker]),  # the Google emulator, on Docker
     ]
 
 
@@ -43,8 +44,12 @@ pytestmark = pytest.mark.parametrize("target_kind", _kinds())
 
 
 def by_variant(resp: httpx.Response) -> str:
-    """The release that answered a platform's predict route, by the variant the platform names (SageMaker)."""
-    return SHA_OF_VARIANT[resp.headers["x-amzn-invoked-production-variant"]]
+    """The release that answered a platform's predict route, by the variant (SageMaker) or the deployed model
+    (Vertex AI) the platform names."""
+    from tests.targets.vertex.emulator import DISPLAY_NAMES
+
+    variant = resp.headers.get("x-amzn-invoked-production-variant") or DISPLAY_NAMES[resp.json()["deployedModelId"]]
+    return SHA_OF_VARIANT[variant]
 
 
 def served_sha(endpoint: Endpoint, key: str) -> str:
@@ -74,7 +79,8 @@ def test_release_goes_live_and_answers_with_auth(
     assert target.endpoint() is None
     live = put_live(target, releases["v1"], TIMEOUTS).endpoint
     with client(live, SecretStr(api_key)) as http:
-        assert http.post(live.routes.predict, json={"inputs": [[5.1, 3.5, 1.4, 0.2]]}).json() == {"predictions": [0]}
+        answer = http.post(live.routes.predict, json={live.routes.request_key: [[5.1, 3.5, 1.4, 0.2]]}).json()
+    assert answer["predictions"] == [0]
     assert served_sha(live, api_key) == releases["v1"].package_sha256
     if live.routes.metadata is not None:  # the spec's serving section reached the server (SageMaker's
         with client(live, SecretStr(api_key)) as http:  # runtime serves only predict: its own tests look)
@@ -82,10 +88,11 @@ def test_release_goes_live_and_answers_with_auth(
         assert batching["max_rows"] == SERVING.max_batch_rows
         # Lambda gives a process one event at a time: nothing could wait to share a predict call
         assert batching["enabled"] is (target_kind != "lambda")
-    unauthenticated = httpx.post(f"{live.url}{live.routes.predict}", json={"inputs": [[1, 2, 3, 4]]},
+    unauthenticated = httpx.post(f"{live.url}{live.routes.predict}", json={live.routes.request_key: [[1, 2, 3, 4]]},
                                  headers=dict(live.headers), timeout=5)  # fmt: skip
     # Cloud Run's IAM (no ID token), SageMaker's and a Lambda function URL's AWS_IAM (no SigV4 signature)
-    # answer 403 at their edge; the server itself answers 401
+    # answer 403 at their edge, Google's APIs (Vertex AI) 401 for a call without credentials; the server
+    # itself answers 401
     edge = (AuthScheme.GOOGLE_ID_TOKEN, AuthScheme.AWS_SIGV4)
     assert unauthenticated.status_code == (403 if live.auth.scheme in edge else 401)
     status = target.describe()

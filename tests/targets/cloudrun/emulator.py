@@ -47,6 +47,8 @@ from google.protobuf import timestamp_pb2
 
 from tests.targets.cloudrun.dataplane import DataPlane, Route, now_rfc3339
 from tests.targets.cloudrun.identity import DEPLOYER_ROLES, Issuer, grants
+from tests.targets.google_api import ApiError, denied, etag, invalid
+from tests.targets.vertex.emulator import NOT_MINE, VertexAI
 
 S = run_v2.Condition.State
 LATEST = run_v2.TrafficTargetAllocationType.TRAFFIC_TARGET_ALLOCATION_TYPE_LATEST
@@ -54,40 +56,6 @@ REVISION = run_v2.TrafficTargetAllocationType.TRAFFIC_TARGET_ALLOCATION_TYPE_REV
 _SERVICE_ID = re.compile(r"^[a-z]([a-z0-9-]{0,47}[a-z0-9])?$")
 _TAG = re.compile(r"^[a-z]([a-z0-9-]{0,44}[a-z0-9])?$")
 _RUN = "type.googleapis.com/google.cloud.run.v2."
-
-
-class ApiError(Exception):
-    def __init__(self, code: int, status: str, message: str, details: list[dict[str, Any]] | None = None) -> None:
-        super().__init__(message)
-        self.code, self.status, self.message, self.details = code, status, message, details or []
-
-    def body(self) -> dict[str, Any]:
-        return {"error": {"code": self.code, "message": self.message, "status": self.status, "details": self.details}}
-
-
-def _denied(permission: str, resource: str) -> ApiError:
-    info = {
-        "@type": "type.googleapis.com/google.rpc.ErrorInfo",
-        "reason": "IAM_PERMISSION_DENIED",
-        "domain": "iam.googleapis.com",
-        "metadata": {"permission": permission, "resource": resource},
-    }
-    return ApiError(
-        403,
-        "PERMISSION_DENIED",
-        f"Permission '{permission}' denied on resource '{resource}' (or it may not exist).",
-        [info],
-    )
-
-
-def _invalid(field_name: str, description: str) -> ApiError:
-    details = [
-        {
-            "@type": "type.googleapis.com/google.rpc.BadRequest",
-            "fieldViolations": [{"field": field_name, "description": description}],
-        }
-    ]
-    return ApiError(400, "INVALID_ARGUMENT", description, details)
 
 
 @dataclass
@@ -125,6 +93,7 @@ class CloudRunEmulator:
         self.id = secrets.token_hex(3)
         self.issuer = Issuer()
         self.plane = DataPlane(self.id, self._secret_value)
+        self.vertex = VertexAI(self)  # Vertex AI on the same port, identities and IAM policies
         self.lock = threading.RLock()
         self.projects: dict[str, Project] = {}
         self.services: dict[str, run_v2.Service] = {}
@@ -168,6 +137,7 @@ class CloudRunEmulator:
         self._stop.set()
         self.server.shutdown()
         self.server.server_close()
+        self.vertex.close()
         self.plane.close()
 
     def _reaper(self) -> None:
@@ -177,7 +147,9 @@ class CloudRunEmulator:
 
     # --- what tests set ---------------------------------------------------------------------
 
-    def add_project(self, project: str, regions: tuple[str, ...] = ("europe-west1", "us-central1")) -> Project:
+    def add_project(
+        self, project: str, regions: tuple[str, ...] = ("europe-west1", "europe-west4", "us-central1")
+    ) -> Project:
         with self.lock:
             number = str(100000000000 + len(self.projects) * 7919 + 1)
             self.projects[project] = Project(project, number, set(regions))
@@ -214,7 +186,7 @@ class CloudRunEmulator:
         with self.lock:
             service = self.services[name]
             edit(service)
-            service.etag = _etag()
+            service.etag = etag()
             service.generation += 1
 
     def resources(self) -> dict[str, list[str]]:
@@ -274,6 +246,8 @@ class CloudRunEmulator:
     def _dispatch(self, method: str, path: str, query: dict[str, str], body: Any, caller: str) -> Any:
         if path == "/v2/entries:list" and method == "POST":
             return self._list_entries(body, caller)
+        if (answer := self.vertex.dispatch(method, path, query, body, caller)) is not NOT_MINE:
+            return answer
         if m := re.fullmatch(r"/v1/projects/([^/]+)/secrets(?:/([^/:]+))?(?:/versions/([^/:]+))?(?::(\w+))?", path):
             return self._secrets(method, m.group(1), m.group(2), m.group(3), m.group(4), query, body, caller)
         m = re.fullmatch(
@@ -329,7 +303,7 @@ class CloudRunEmulator:
                 if f"serviceAccount:{caller}" in members or f"user:{caller}" in members
             }
         if known is None or not grants(roles, permission):
-            raise _denied(permission, resource)
+            raise denied(permission, resource)
         if region and region not in known.regions:
             raise ApiError(404, "NOT_FOUND", f"Location '{region}' is not found or access is unauthorized.")
 
@@ -350,7 +324,7 @@ class CloudRunEmulator:
 
     def _create(self, parent: str, service_id: str, body: Any, caller: str, project: str) -> Operation:
         if not _SERVICE_ID.fullmatch(service_id):
-            raise _invalid("service_id", f"service_id '{service_id}' must be a DNS label of at most 49 characters")
+            raise invalid("service_id", f"service_id '{service_id}' must be a DNS label of at most 49 characters")
         name = f"{parent}/services/{service_id}"
         service = run_v2.Service.from_json(json.dumps(body), ignore_unknown_fields=True)
         with self.lock:
@@ -416,7 +390,7 @@ class CloudRunEmulator:
         service_id = service.name.rpartition("/")[2]
         template = service.template
         if not template.containers or not template.containers[0].image:
-            raise _invalid("service.template.containers[0].image", "An image is required")
+            raise invalid("service.template.containers[0].image", "An image is required")
         if template.service_account:
             self._require(
                 caller, project, "iam.serviceAccounts.actAs", f"projects/-/serviceAccounts/{template.service_account}"
@@ -430,7 +404,7 @@ class CloudRunEmulator:
             else:
                 rev_id = f"{service_id}-{service.generation:05d}-{secrets.token_hex(2)[:3]}"
         if not rev_id.startswith(service_id + "-"):
-            raise _invalid(
+            raise invalid(
                 "service.template.revision",
                 f"Revision name '{rev_id}' must be prefixed by the name of "
                 f"the enclosing Service '{service_id}' followed by a hyphen",
@@ -445,14 +419,14 @@ class CloudRunEmulator:
         tags, total = set(), 0
         for t in service.traffic:
             if t.type_ == REVISION and t.revision not in known:
-                raise _invalid("service.traffic", f"Revision '{t.revision}' referenced in traffic not found")
+                raise invalid("service.traffic", f"Revision '{t.revision}' referenced in traffic not found")
             if t.tag:
                 if not _TAG.fullmatch(t.tag) or t.tag in tags:
-                    raise _invalid("service.traffic.tag", f"Tag '{t.tag}' is invalid or repeated")
+                    raise invalid("service.traffic.tag", f"Tag '{t.tag}' is invalid or repeated")
                 tags.add(t.tag)
             total += t.percent
         if total != 100:
-            raise _invalid("service.traffic", f"Traffic percents must add up to 100, not {total}")
+            raise invalid("service.traffic", f"Traffic percents must add up to 100, not {total}")
         if new:
             rev = run_v2.Revision(
                 name=full,
@@ -469,7 +443,7 @@ class CloudRunEmulator:
                 max_instance_request_concurrency=template.max_instance_request_concurrency or 80,
                 create_time=_now(),
                 reconciling=True,
-                etag=_etag(),
+                etag=etag(),
                 conditions=[run_v2.Condition(type_="Ready", state=S.CONDITION_RECONCILING)],
                 log_uri=f"https://console.cloud.google.com/logs/viewer?project={project}",
             )
@@ -477,7 +451,7 @@ class CloudRunEmulator:
             self.templates[full] = as_json
         service.latest_created_revision = full
         service.reconciling = True
-        service.etag = _etag()
+        service.etag = etag()
         service.terminal_condition = run_v2.Condition(type_="Ready", state=S.CONDITION_RECONCILING)
         return full if new else ""
 
@@ -779,10 +753,12 @@ class CloudRunEmulator:
         for project in projects:
             self._require(caller, project, "logging.logEntries.list", f"projects/{project}")
         text = body.get("filter", "")
+        if 'resource.type="aiplatform.googleapis.com/Endpoint"' in text:
+            return self.vertex.log_entries(body, projects[0])
         service = re.search(r'resource\.labels\.service_name="([^"]+)"', text)
         revision = re.search(r'resource\.labels\.revision_name="([^"]+)"', text)
         if 'resource.type="cloud_run_revision"' not in text or not service or not revision:
-            raise _invalid("filter", f"the emulator reads only the target's own filter, not {text!r}")
+            raise invalid("filter", f"the emulator reads only the target's own filter, not {text!r}")
         found = [
             (ts, line, r)
             for r in list(self.plane.logs) + list(self.plane.instances)
@@ -889,11 +865,7 @@ _GRPC = {
 
 def _policy_json(policy: dict[str, set[str]]) -> dict[str, Any]:
     bindings = [{"role": r, "members": sorted(m)} for r, m in sorted(policy.items()) if m]
-    return {"version": 1, "etag": base64.b64encode(_etag().encode()).decode(), "bindings": bindings}
-
-
-def _etag() -> str:
-    return f'"{secrets.token_hex(8)}"'
+    return {"version": 1, "etag": base64.b64encode(etag().encode()).decode(), "bindings": bindings}
 
 
 def _now() -> timestamp_pb2.Timestamp:

@@ -49,6 +49,20 @@ _SECRETS = {
     "secretmanager.secrets.getIamPolicy",
     "secretmanager.secrets.setIamPolicy",
 }
+_VERTEX = {
+    "aiplatform.models.upload",
+    "aiplatform.models.get",
+    "aiplatform.models.list",
+    "aiplatform.models.delete",
+    "aiplatform.endpoints.create",
+    "aiplatform.endpoints.get",
+    "aiplatform.endpoints.update",
+    "aiplatform.endpoints.delete",
+    "aiplatform.endpoints.deploy",
+    "aiplatform.endpoints.undeploy",
+    "aiplatform.endpoints.predict",
+    "aiplatform.operations.get",
+}
 ROLES: dict[str, set[str]] = {
     "roles/owner": {"*"},
     "roles/run.admin": _RUN | {"run.services.setIamPolicy"},
@@ -58,12 +72,14 @@ ROLES: dict[str, set[str]] = {
     "roles/secretmanager.admin": set(_SECRETS),
     "roles/secretmanager.secretAccessor": {"secretmanager.versions.access"},
     "roles/logging.viewer": {"logging.logEntries.list"},
+    "roles/aiplatform.user": set(_VERTEX),
 }
 DEPLOYER_ROLES = (
     "roles/run.admin",
     "roles/iam.serviceAccountUser",
     "roles/secretmanager.admin",
     "roles/logging.viewer",
+    "roles/aiplatform.user",
 )
 
 
