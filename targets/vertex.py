@@ -124,6 +124,11 @@ class VertexEndpointTarget:
         with self._call("deploy", self.name):
             model = self._model_version(release) or self._upload(release)
             endpoint = self._endpoint() or self._create_endpoint()
+            kept = self._deployed(release.id, endpoint)
+            if kept is not None:  # deployed already (retained at 0 %, or live): the same deployed model again
+                handle = {"endpoint": self.name, "model": model.name, "version": model.version_id,
+                          "deployed_model_id": kept.id}  # fmt: skip
+                return Deployment(release, self.stage, self._stage_endpoint(), handle)
             split = dict(endpoint.traffic_split)
             deployed = vx.DeployedModel(
                 model=f"{model.name}@{model.version_id}",  # this version: the bare name is the default one
@@ -173,7 +178,7 @@ class VertexEndpointTarget:
                 self._credentials,
                 self.config.logging_endpoint,
                 f'resource.type="aiplatform.googleapis.com/Endpoint" AND resource.labels.endpoint_id='
-                f'"{self.endpoint_id}" AND timestamp>="{_rfc3339(started)}"',
+                f'"{self.endpoint_id}" AND timestamp>="{_rfc3339(started - 1)}"',
             )
             raise TargetError(
                 f"release {rid} did not deploy on endpoint {self.endpoint_id}: {exc}\n{tail}",
@@ -250,7 +255,8 @@ class VertexEndpointTarget:
             if endpoint is not None:
                 foreign = [d for d in endpoint.deployed_models if not d.display_name.startswith(DISPLAY)]
                 ours = [d for d in endpoint.deployed_models if d.display_name.startswith(DISPLAY)]
-                for d in sorted(ours, key=lambda d: endpoint.traffic_split.get(d.id, 0)):  # the serving one last
+                split = dict(endpoint.traffic_split)
+                for d in sorted(ours, key=lambda d: split.get(d.id, 0)):  # the serving one last
                     endpoint = self._undeploy(endpoint, d.id, "teardown")
                 if foreign:
                     self.ctx.progress(
@@ -510,11 +516,14 @@ class VertexEndpointTarget:
             endpoint = self._require_endpoint(op)
             previous = endpoint.labels.get(LIVE, "")
             now = int(time.time())
-            labels = {LIVE: deployed_id, LIVE_RELEASE: label_value(release.id)}
+            present = {d.id for d in endpoint.deployed_models}
+            labels = {k: v for k, v in endpoint.labels.items()
+                      if not k.startswith(RETIRED) or k.removeprefix(RETIRED) in present - {deployed_id}}  # fmt: skip
+            labels |= {LIVE: deployed_id, LIVE_RELEASE: label_value(release.id)}
             if previous and previous != deployed_id:
                 labels[RETIRED + previous] = str(now)
             split = {d.id: 0 for d in endpoint.deployed_models} | {deployed_id: 100}
-            endpoint = self._set_split(endpoint, split, {**endpoint.labels, **labels})
+            endpoint = self._set_split(endpoint, split, labels)
         self.ctx.progress(
             f"{self.stage.value}: 100% of requests to deployed model {deployed_id} (release {release.id})"
         )

@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from slipway.release import ImageRef
 from slipway.spec import CloudRunTarget
+from tests.images import build_and_push
 
 if TYPE_CHECKING:
     from tests.targets.cloudrun.emulator import CloudRunEmulator
@@ -82,3 +84,19 @@ def cloudrun_config(emulator: CloudRunEmulator, **settings: Any) -> CloudRunTarg
 
 def key_file(emulator: CloudRunEmulator) -> Path:
     return emulator.root / "deployer.json"
+
+
+@pytest.fixture(scope="session")
+def hung_image(docker_services: None) -> ImageRef:
+    """An image whose server never answers: it sleeps instead of serving (pushed, by digest). This and
+    ``exiting_image`` are the bad images of the Google targets' tests (Cloud Run, Vertex AI)."""
+    return build_and_push(
+        "hung", 'FROM slipway/python-base:bookworm\nENTRYPOINT ["python3", "-c", "import time; time.sleep(3600)"]\n'
+    )
+
+
+@pytest.fixture(scope="session")
+def exiting_image(docker_services: None) -> ImageRef:
+    """An image that prints why and exits at once, as a server missing its configuration would."""
+    script = "import sys; print('fatal: MODEL_BUCKET is not set', flush=True); sys.exit(3)"
+    return build_and_push("exits", f'FROM slipway/python-base:bookworm\nENTRYPOINT ["python3", "-c", "{script}"]\n')
