@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
 from functools import cached_property
 from typing import Any
 
@@ -51,7 +50,7 @@ from slipway.spec import Timeouts
 from targets import _cloudrun_objects as obj
 from targets._cloudrun_support import ApiKeySecret, set_invoker
 from targets.base import IMAGE, Capabilities, Change, Deployment, Facts, StageStatus, TargetContext, put_live
-from targets.gcp import credentials, follow, log_tail, map_google_error
+from targets.gcp import credentials, follow, google_errors, log_tail
 
 ROLES = "roles/run.developer and roles/iam.serviceAccountUser (api_key: roles/secretmanager.admin too)"
 _SUCCEEDED = run_v2.Condition.State.CONDITION_SUCCEEDED
@@ -347,19 +346,8 @@ class CloudRunServiceTarget:
 
     # --- helpers ----------------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def _api(self, operation: str, resource: str) -> Iterator[None]:
-        try:
-            yield
-        except gexc.GoogleAPIError as exc:  # calls' errors, and RetryError when retries ran out
-            raise map_google_error(exc, at=At(self.kind, operation, resource), roles=ROLES) from exc
-        except Exception as exc:
-            import google.auth.exceptions
-            import requests
-
-            if isinstance(exc, google.auth.exceptions.GoogleAuthError | requests.RequestException):
-                raise map_google_error(exc, at=At(self.kind, operation, resource), roles=ROLES) from exc
-            raise
+    def _api(self, operation: str, resource: str) -> contextlib.AbstractContextManager[None]:
+        return google_errors(At(self.kind, operation, resource), ROLES)
 
     def _auth(self, service_url: str) -> Auth:
         if self.auth_mode == "iam":

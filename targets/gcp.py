@@ -18,9 +18,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from google.api_core import exceptions as gexc
@@ -197,6 +198,19 @@ def map_google_error(exc: BaseException, *, at: At, roles: str = "") -> SlipwayE
     if isinstance(exc, gexc.NotFound):
         return ConfigError(text, at=at, hint="check the project and region in the spec (and that the API is enabled)")
     return TargetError(text, at=at)
+
+
+@contextlib.contextmanager
+def google_errors(at: At, roles: str = "") -> Iterator[None]:
+    """Map what Google's clients raise inside the block (API errors, RetryError when retries ran out,
+    credential and transport errors) to Slipway's errors at ``at``; anything else passes unchanged."""
+    import google.auth.exceptions
+    import requests
+
+    try:
+        yield
+    except (gexc.GoogleAPIError, google.auth.exceptions.GoogleAuthError, requests.RequestException) as exc:
+        raise map_google_error(exc, at=at, roles=roles) from exc
 
 
 def follow(

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any
@@ -54,7 +54,7 @@ from slipway.spec import Timeouts
 from slipway.spec import VertexTarget as VertexConfig
 from targets._cloudrun_objects import label_value
 from targets.base import IMAGE, Capabilities, Change, Deployment, Facts, StageStatus, TargetContext, put_live
-from targets.gcp import credentials, follow, log_tail, map_google_error, status_name
+from targets.gcp import credentials, follow, google_errors, log_tail, status_name
 
 ROLES = "roles/aiplatform.user and roles/iam.serviceAccountUser"
 PORT = 8080
@@ -353,19 +353,8 @@ class VertexEndpointTarget:
 
     # --- helpers ----------------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def _call(self, operation: str, resource: str) -> Iterator[None]:
-        try:
-            yield
-        except gexc.GoogleAPIError as exc:
-            raise map_google_error(exc, at=At(self.kind, operation, resource), roles=ROLES) from exc
-        except Exception as exc:
-            import google.auth.exceptions
-            import requests
-
-            if isinstance(exc, google.auth.exceptions.GoogleAuthError | requests.RequestException):
-                raise map_google_error(exc, at=At(self.kind, operation, resource), roles=ROLES) from exc
-            raise
+    def _call(self, operation: str, resource: str) -> contextlib.AbstractContextManager[None]:
+        return google_errors(At(self.kind, operation, resource), ROLES)
 
     def _stage_endpoint(self) -> Endpoint:
         """Vertex's predict (the rows under "instances"), under the region's endpoints; the endpoint resource

@@ -9,15 +9,17 @@ running on the emulator's data plane.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from slipway.release import ImageRef
-from slipway.spec import CloudRunTarget
+from slipway.release import ImageRef, Stage
+from slipway.spec import CloudRunTarget, TargetConfig
+from targets.base import Target
 from tests.images import build_and_push
 
 if TYPE_CHECKING:
@@ -62,6 +64,28 @@ def reset(emulator: CloudRunEmulator) -> None:
     emulator.hooks.clear()
     for p, policy in emulator.baseline.items():
         emulator.projects[p].policy = {r: set(m) for r, m in policy.items()}
+
+
+@contextlib.contextmanager
+def targets_on(
+    emulator: CloudRunEmulator, config: Callable[..., TargetConfig], state_dir: Path, api_key: str
+) -> Iterator[Callable[..., Target]]:
+    """A factory of targets on the emulator (``config(emulator, **settings)``), each torn down at the end
+    with the faults and IAM policies of the session restored first (the teardown needs neither)."""
+    from targets import make_target
+    from tests.targets.fixtures import context
+
+    made: list[Target] = []
+
+    def factory(stage: Stage = Stage.PRODUCTION, **settings: Any) -> Target:
+        target = make_target(config(emulator, **settings), context(stage, state_dir, api_key))
+        made.append(target)
+        return target
+
+    yield factory
+    reset(emulator)
+    for target in made:
+        target.teardown()
 
 
 def cloudrun_config(emulator: CloudRunEmulator, **settings: Any) -> CloudRunTarget:

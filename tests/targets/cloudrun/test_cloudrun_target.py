@@ -27,7 +27,7 @@ from targets import make_target
 from targets.base import Target, put_live
 from targets.containers import registry_credentials
 from tests.targets.cloudrun.emulator import CloudRunEmulator
-from tests.targets.cloudrun.fixtures import OTHER_PROJECT, PROJECT, REGION, cloudrun_config, reset
+from tests.targets.cloudrun.fixtures import OTHER_PROJECT, PROJECT, REGION, cloudrun_config, targets_on
 from tests.targets.fixtures import TIMEOUTS, context
 
 REVISION = run_v2.TrafficTargetAllocationType.TRAFFIC_TARGET_ALLOCATION_TYPE_REVISION
@@ -36,17 +36,8 @@ Make = Callable[..., Target]
 
 @pytest.fixture
 def make(gcp_env: CloudRunEmulator, state_dir: Path, api_key: str) -> Iterator[Make]:
-    made: list[Target] = []
-
-    def factory(stage: Stage = Stage.PRODUCTION, **settings: Any) -> Target:
-        target = make_target(cloudrun_config(gcp_env, **settings), context(stage, state_dir, api_key))
-        made.append(target)
-        return target
-
-    yield factory
-    reset(gcp_env)  # a test may have revoked the deployer's roles or left a fault: the teardown needs neither
-    for target in made:
-        target.teardown()
+    with targets_on(gcp_env, cloudrun_config, state_dir, api_key) as factory:
+        yield factory
 
 
 def _clients(emulator: CloudRunEmulator) -> tuple[run_v2.ServicesClient, run_v2.RevisionsClient]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import docker
 import google.auth
@@ -20,11 +19,10 @@ from google.cloud import aiplatform_v1 as vx
 from slipway.errors import ConfigError, TargetError
 from slipway.http import client
 from slipway.release import AuthScheme, ImageRef, Release, Stage
-from targets import make_target
 from targets.base import Target, put_live
 from tests.targets.cloudrun.emulator import CloudRunEmulator
-from tests.targets.cloudrun.fixtures import OTHER_PROJECT, PROJECT, reset
-from tests.targets.fixtures import TIMEOUTS, context
+from tests.targets.cloudrun.fixtures import OTHER_PROJECT, PROJECT, reset, targets_on
+from tests.targets.fixtures import TIMEOUTS
 from tests.targets.vertex.emulator import DISPLAY_NAMES
 from tests.targets.vertex.fixtures import vertex_config
 
@@ -34,17 +32,8 @@ ROWS = [[5.1, 3.5, 1.4, 0.2]]
 
 @pytest.fixture
 def make(gcp_env: CloudRunEmulator, state_dir: Path, api_key: str) -> Iterator[Make]:
-    made: list[Target] = []
-
-    def factory(stage: Stage = Stage.PRODUCTION, **settings: Any) -> Target:
-        target = make_target(vertex_config(gcp_env, **settings), context(stage, state_dir, api_key))
-        made.append(target)
-        return target
-
-    yield factory
-    reset(gcp_env)  # a test may have revoked the deployer's roles or left a fault: the teardown needs neither
-    for target in made:
-        target.teardown()
+    with targets_on(gcp_env, vertex_config, state_dir, api_key) as factory:
+        yield factory
 
 
 def _endpoints(emulator: CloudRunEmulator) -> vx.EndpointServiceClient:
