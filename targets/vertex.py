@@ -281,7 +281,7 @@ class VertexEndpointTarget:
         )
         release = by_id[live].display_name.removeprefix(DISPLAY) if live in by_id else None
         endpoint = self._stage_endpoint()
-        healthy = answers(endpoint, endpoint.routes.health, timeout_s=5)
+        healthy = live in by_id and answers(endpoint, endpoint.routes.health, timeout_s=5)
         detail = f"endpoint {self.endpoint_id}, deployed model {live}; traffic: {split}"
         return StageStatus(self.stage, self.kind, release, endpoint, healthy, detail)
 
