@@ -214,3 +214,19 @@ def test_production_in_another_project_and_teardown_leaves_nothing(
     ours = {f"/{t.endpoint_id}" for t in (staging, production)} | {f"/{t.model_id}@" for t in (staging, production)}  # type: ignore[attr-defined]
     assert not [r for what in ("models", "endpoints", "deployed") for r in left[what] if any(n in r for n in ours)]
     assert left["pending_operations"] == [], left
+
+
+@pytest.mark.fault("bad input")
+def test_a_deployment_that_never_becomes_ready_times_out_and_is_undeployed(
+    make: Make, gcp_env: CloudRunEmulator, releases: dict[str, Release], hung_image: ImageRef
+) -> None:
+    target = make()
+    put_live(target, releases["v1"], TIMEOUTS)
+    hung = dataclasses.replace(releases["v2"], id="r-hung", image=hung_image)
+    slow = make(endpoint=target.endpoint_id, model=target.model_id, ready_timeout_s=4)  # type: ignore[attr-defined]
+    with pytest.raises(TargetError, match="Model server never became ready") as info:
+        put_live(slow, hung, TIMEOUTS)
+    assert "raise production.ready_timeout_s" in info.value.hint
+    endpoint = _endpoints(gcp_env).get_endpoint(name=target.name)  # type: ignore[attr-defined]
+    assert [d.display_name for d in endpoint.deployed_models] == ["slipway-r-v1"]  # nothing of it is left
+    assert {_served(target) for _ in range(4)} == {"slipway-r-v1"}
